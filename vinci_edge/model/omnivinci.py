@@ -1,0 +1,172 @@
+"""The PyTorch reference OmniVinci: towers, projectors, the LLM, stitching by the plan, generation.
+
+Each `encode_*` method is exactly what one exported stage computes, so export parity tests compare
+stage against stage. The stitch (TEG gather + CRTE) follows the shared `vinci_edge.timeline` plan and
+rotates in float64, as the official code does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+
+from vinci_edge import crte
+from vinci_edge import timeline as tl
+from vinci_edge.config import OmniVinciConfig
+from vinci_edge.model.audio import SoundProjector, SoundTower
+from vinci_edge.model.vision import (
+    MMProjector,
+    VisionTower,
+    merge_chessboard,
+    merge_s2_features,
+    repeat_scales,
+    split_chessboard,
+)
+
+
+def llm_config(cfg: OmniVinciConfig):
+    d = dict(cfg.llm)
+    model_type = d.pop("model_type", "qwen2")
+    for k in ("architectures", "torch_dtype", "_name_or_path", "transformers_version"):
+        d.pop(k, None)
+    hf = AutoConfig.for_model(model_type, **d)
+    hf._attn_implementation = "sdpa"
+    return hf
+
+
+def build_llm(cfg: OmniVinciConfig) -> nn.Module:
+    """Any transformers causal LM named by the llm config (Qwen2, Llama, ...)."""
+    return AutoModelForCausalLM.from_config(llm_config(cfg), dtype=torch.float32)
+
+
+def pool_video_features(x: torch.Tensor, pool: tuple[int, int, int]) -> torch.Tensor:
+    """(frames, tokens, D) pooled over (time, height, width) windows; a short last window is padded
+    with the scalar mean of its elements (the official quirk)."""
+    if pool == (1, 1, 1):
+        return x
+    n, t, d = x.shape
+    side = int(round(t**0.5))
+    x = x.reshape(n, side, side, d)
+    for dim, p in enumerate(pool):
+        rem = x.shape[dim] % p
+        if rem:
+            tail = x.narrow(dim, x.shape[dim] - rem, rem)
+            shape = list(x.shape)
+            shape[dim] = p - rem
+            x = torch.cat([x, torch.full(shape, float(tail.mean()), dtype=x.dtype)], dim=dim)
+        shape = list(x.shape)
+        x = x.reshape(*shape[:dim], shape[dim] // p, p, *shape[dim + 1 :]).mean(dim + 1)
+    return x.reshape(x.shape[0], -1, d)
+
+
+class OmniVinciModel(nn.Module):
+    def __init__(self, cfg: OmniVinciConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.llm = build_llm(cfg)
+        self.vision_tower = VisionTower(cfg)
+        self.mm_projector = MMProjector(cfg)
+        if cfg.has_sound:
+            self.sound_tower = SoundTower(cfg)
+            self.sound_mm_projector = SoundProjector(cfg)
+        self.tables = {
+            tl.VIDEO: crte.rotation_table(cfg.video_encoder.time) if cfg.video_encoder.time else None,
+            tl.AUDIO: crte.rotation_table(cfg.sound_encoder.time) if cfg.sound_encoder.time else None,
+            tl.IMAGE: None,
+        }
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.llm.parameters()).dtype
+
+    # ---- stages -----------------------------------------------------------------------------------
+    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Video frames (N, 3, s, s) -> projected tokens (N, T_v, D): the vision stage."""
+        feats = self.vision_tower(pixels.to(self.dtype))
+        return self.mm_projector(repeat_scales(feats, len(self.cfg.s2_scales)))
+
+    def encode_audio(self, mel_chunks: torch.Tensor) -> torch.Tensor:
+        """Mel chunks (C, n_mels, 3000) -> projected tokens (C, T_a, D): the audio stage."""
+        return self.sound_mm_projector(self.sound_tower(mel_chunks.to(self.dtype)))
+
+    def encode_image(self, pixels: torch.Tensor, block_size: tuple[int, int] | None) -> torch.Tensor:
+        """An image's tiles -> its tokens (T, D), dynamic S2 (or one tile when block_size is None)."""
+        feats = self.vision_tower(pixels.to(self.dtype))
+        scales = self.cfg.s2_scales
+        if block_size is None:
+            return self.mm_projector(repeat_scales(feats, len(scales)))[0]
+        merged, (rows, cols) = merge_s2_features(
+            feats, scales, block_size, self.cfg.s2_resize_output_to_scale_idx
+        )
+        blocks = split_chessboard(merged, rows, cols)  # (rows*cols, C, h, w)
+        tokens = self.mm_projector(blocks.flatten(2).transpose(1, 2))
+        return merge_chessboard(tokens, rows, cols).flatten(2).transpose(1, 2)[0]
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids)
+
+    # ---- stitch -----------------------------------------------------------------------------------
+    def video_bank(
+        self, frame_tokens: torch.Tensor, plan: tl.Plan, frames_per_video: list[int]
+    ) -> torch.Tensor:
+        """Vision outputs -> the video bank the plan indexes: per video, per pool size, pooled rows."""
+        parts = []
+        start = 0
+        for n in frames_per_video:
+            x = frame_tokens[start : start + n]
+            start += n
+            for pool in self.cfg.video_encoder.pool_sizes:
+                parts.append(pool_video_features(x, pool).reshape(-1, x.shape[-1]))
+        return torch.cat(parts) if parts else frame_tokens.reshape(-1, frame_tokens.shape[-1])
+
+    def stitch(self, plan: tl.Plan, banks: dict[int, torch.Tensor]) -> torch.Tensor:
+        """inputs_embeds (S, D): text embeddings and bank rows placed by the plan, media rotated by
+        CRTE in float64 (the reference precision), cast back to the model dtype."""
+        d = self.cfg.hidden_size
+        out = torch.empty(len(plan), d, dtype=self.dtype)
+        kind = torch.from_numpy(plan.kind.astype(np.int64))
+        src = torch.from_numpy(plan.src)
+        text = kind == tl.TEXT
+        out[text] = self.embed_tokens(src[text]).to(self.dtype)
+        for k in (tl.VIDEO, tl.AUDIO, tl.IMAGE):
+            sel = kind == k
+            if not bool(sel.any()):
+                continue
+            x = banks[k][src[sel]].to(torch.float64)
+            table = self.tables[k]
+            if table is not None:
+                idx = sel.numpy()
+                x = rotate(x, table, plan.scale[idx], plan.a[idx], plan.b[idx])
+            out[sel] = x.to(self.dtype)
+        return out
+
+    # ---- LLM ----------------------------------------------------------------------------------------
+    def prefill(self, inputs_embeds: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        cache = DynamicCache()
+        out = self.llm(
+            inputs_embeds=inputs_embeds[None], past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        return out.logits[0, -1].float(), out.past_key_values
+
+    def step(self, token: int, cache: DynamicCache) -> torch.Tensor:
+        out = self.llm(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True)
+        return out.logits[0, -1].float()
+
+
+def rotate(
+    x: torch.Tensor, table: crte.RotationTable, scale: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> torch.Tensor:
+    """CRTE in torch float64 (see `vinci_edge.crte` for the formula)."""
+    rot = table.rot_dim
+    ang_a = torch.from_numpy(scale * a)[:, None] * torch.from_numpy(table.freqs_a)[None]
+    if table.freqs_b.size:
+        ang_b = torch.from_numpy(scale * b)[:, None] * torch.from_numpy(table.freqs_b)[None]
+        ang = torch.cat([ang_a, ang_b], dim=1)
+    else:
+        ang = ang_a
+    head = x[:, :rot]
+    pairs = head.reshape(head.shape[0], -1, 2)
+    half = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).reshape(head.shape)
+    return torch.cat([head * ang.cos() + half * ang.sin(), x[:, rot:]], dim=1)
