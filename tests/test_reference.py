@@ -158,3 +158,23 @@ def test_smollm2_checkpoint_answers_sensibly(smol_ckpt):
     ans = ref.answer("What is the capital of France?", GenerationConfig(max_new_tokens=16))
     assert "Paris" in ans.text
     assert ans.stop_reason in ("eos", "max_new_tokens")
+
+
+def test_image_with_dynamic_s2_tiles(tiny_ckpt, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "wide.png"
+    Image.fromarray(rng.integers(0, 255, (60, 150, 3), dtype=np.uint8)).save(path)
+    ref = Reference.from_checkpoint(tiny_ckpt)
+    req = ref.prepare("What is this?", image=path)
+    tiles = req.images[0]
+    rows, cols = tiles.block_size
+    # fixed scales (1 + 4 tiles) then the aspect-ratio tiling; tokens at the largest scale
+    assert tiles.pixels.shape[0] == 1 + 4 + rows * cols
+    assert tiles.n_tokens == rows * cols * ref.cfg.tokens_per_frame
+    embeds = ref.inputs_embeds(req)
+    assert embeds.shape == (len(req.plan), ref.cfg.hidden_size)
+    assert req.plan.counts()["image"] == tiles.n_tokens
+    ans = ref.answer("What is this?", GenerationConfig(max_new_tokens=3), image=path)
+    assert 1 <= len(ans.token_ids) <= 3
