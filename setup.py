@@ -8,7 +8,16 @@ Dependencies are split by role (see README "Install"):
 - [dev]: tests and lint.
 """
 
-from setuptools import find_packages, setup
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from setuptools import Distribution, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 BASE = [
     "numpy>=1.26",
@@ -35,6 +44,148 @@ EXTRAS = {
     "dev": ["pytest>=8", "ruff>=0.6"],
 }
 
+# --------------------------------------------------------------------------------------------------
+# The native stitch library (cpp_ext/, docs/cpp_ext.md): built with CMake when cmake and a C++ compiler
+# are present, with its CUDA part when nvcc is found, into vinci_edge/_native/. It is optional: every
+# failure is a warning and the runtime falls back to numpy. `pip install -v` shows the build log.
+#   VINCI_EDGE_NO_NATIVE=1        skip the build
+#   VINCI_EDGE_NO_CUDA=1          CPU kernel only
+#   VINCI_EDGE_CUDA_ARCHS="87;110"  CMAKE_CUDA_ARCHITECTURES (default: 87 89 90 100 110, as nvcc allows)
+#   VINCI_EDGE_CMAKE_ARGS="..."   extra cmake arguments (a toolchain file for a cross build, ...)
+
+ROOT = Path(__file__).resolve().parent
+NATIVE_LIB = "libvinci_crte.so"
+NATIVE_STATUS = "BUILD_FAILED.txt"  # why there is no library; the loader reports it
+
+
+def _native_log(msg: str) -> None:
+    print(f"[vinci-edge native] {msg}", file=sys.stderr, flush=True)
+
+
+def _find_nvcc() -> str | None:
+    candidates = [os.environ.get("CUDACXX"), shutil.which("nvcc")]
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(str(Path(os.environ[var]) / "bin" / "nvcc"))
+    candidates.append("/usr/local/cuda/bin/nvcc")
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def _run(cmd: list[str], log: list[str]) -> None:
+    log.append("$ " + shlex.join(cmd))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+    log.append(proc.stdout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[0]).name} exited with status {proc.returncode}")
+
+
+class BinaryDistribution(Distribution):
+    """The wheel carries a compiled library, so it is platform-specific (and build_ext always runs)."""
+
+    def has_ext_modules(self) -> bool:
+        return True
+
+
+CMDCLASS: dict[str, type] = {}
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools < 70.1
+    try:
+        from wheel.bdist_wheel import bdist_wheel
+    except ImportError:
+        bdist_wheel = None
+
+if bdist_wheel is not None:
+
+    class PlatformWheel(bdist_wheel):
+        """py3-none-<platform>: the library is loaded with ctypes, not as a Python extension, so one
+        wheel serves every Python version of a platform."""
+
+        def get_tag(self) -> tuple[str, str, str]:
+            return ("py3", "none", super().get_tag()[2])
+
+    CMDCLASS["bdist_wheel"] = PlatformWheel
+
+
+class BuildNative(build_ext):
+    """Build libvinci_crte.so with CMake into vinci_edge/_native/ (the source tree for editable
+    installs, the build directory otherwise). Never fails the install."""
+
+    def run(self) -> None:
+        self._outputs: list[str] = []
+        try:
+            self._build()
+        except Exception as e:  # a missing library is a fallback, never an install error
+            _native_log(
+                f"warning: no native stitch library ({type(e).__name__}: {e}); the runtime will use numpy"
+            )
+
+    def _build(self) -> None:
+        dest = (ROOT if self.inplace else Path(self.build_lib)) / "vinci_edge" / "_native"
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / NATIVE_LIB).unlink(missing_ok=True)  # never ship a stale build
+        (dest / NATIVE_STATUS).unlink(missing_ok=True)
+        if os.environ.get("VINCI_EDGE_NO_NATIVE", "") not in ("", "0"):
+            return self._skip(dest, "VINCI_EDGE_NO_NATIVE is set")
+        cmake = shutil.which("cmake")
+        if cmake is None:
+            return self._skip(dest, "cmake is not installed")
+        nvcc = None if os.environ.get("VINCI_EDGE_NO_CUDA", "") not in ("", "0") else _find_nvcc()
+        # Editable installs rebuild incrementally in build/; others in this build's temp dir.
+        base = ROOT / "build" / "native-editable" if self.inplace else Path(self.build_temp) / "vinci_crte"
+        attempts = [("cuda", nvcc)] if nvcc else []
+        attempts.append(("cpu", None))
+        errors = []
+        for label, compiler in attempts:
+            log: list[str] = []
+            start = time.monotonic()
+            try:
+                lib = self._cmake(cmake, base / label, compiler, log)
+                # copy, then rename: a process that has the old library mapped keeps its inode
+                tmp = dest / (NATIVE_LIB + ".tmp")
+                shutil.copy2(lib, tmp)
+                os.replace(tmp, dest / NATIVE_LIB)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                tail = "\n".join("\n".join(log).splitlines()[-25:])
+                _native_log(f"warning: the {label} build failed ({e}); last lines:\n{tail}")
+                errors.append(f"{label} build: {e}")
+                shutil.rmtree(base / label, ignore_errors=True)  # a broken cache must not stick
+                continue
+            self._outputs.append(str(dest / NATIVE_LIB))
+            what = "CPU + CUDA" if compiler else "CPU only"
+            _native_log(f"built {NATIVE_LIB} ({what}) in {time.monotonic() - start:.1f} s -> {dest}")
+            return None
+        return self._skip(dest, "; ".join(errors))
+
+    def _cmake(self, cmake: str, build_dir: Path, nvcc: str | None, log: list[str]) -> Path:
+        args = [cmake, "-S", str(ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
+        if nvcc:
+            args += ["-DVINCI_CRTE_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
+            if os.environ.get("VINCI_EDGE_CUDA_ARCHS"):
+                args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ['VINCI_EDGE_CUDA_ARCHS']}")
+        else:
+            args.append("-DVINCI_CRTE_CUDA=OFF")
+        args += shlex.split(os.environ.get("VINCI_EDGE_CMAKE_ARGS", ""))
+        _run(args, log)
+        jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 2)
+        _run([cmake, "--build", str(build_dir), "--config", "Release", "--parallel", jobs], log)
+        lib = build_dir / "lib" / NATIVE_LIB
+        if not lib.is_file():
+            raise RuntimeError(f"the build did not produce {lib}")
+        return lib
+
+    def _skip(self, dest: Path, why: str) -> None:
+        _native_log(f"warning: no native stitch library ({why}); the runtime will use numpy")
+        (dest / NATIVE_STATUS).write_text(why + "\n")
+        self._outputs.append(str(dest / NATIVE_STATUS))
+
+    def get_outputs(self) -> list[str]:
+        return list(getattr(self, "_outputs", []))
+
+    def get_output_mapping(self) -> dict[str, str]:
+        return {}
+
+
 setup(
     name="vinci-edge",
     version="0.1.0",
@@ -44,4 +195,6 @@ setup(
     install_requires=BASE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["vinci-edge=vinci_edge.cli:main"]},
+    distclass=BinaryDistribution,
+    cmdclass={"build_ext": BuildNative, **CMDCLASS},
 )
