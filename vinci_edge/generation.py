@@ -19,6 +19,7 @@ class GenerationConfig:
     max_new_tokens: int = 64
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_strings: tuple[str, ...] = ()
+    ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks, parity tests)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -52,19 +53,23 @@ class TokenStream:
     def feed(self, token_id: int) -> bool:
         """Add one token; returns True when a stop string has been reached."""
         self.text += self.decoder.feed(token_id)
-        for s in self.stop_strings:
-            idx = self.text.find(s)
-            if idx >= 0:
-                self.text = self.text[:idx]
-                self.stopped = True
+        self._cut_at_stop()
         self._emit(final=self.stopped)
         return self.stopped
 
     def finish(self) -> str:
         if not self.stopped:
             self.text += self.decoder.flush()
+            self._cut_at_stop()
         self._emit(final=True)
         return self.text
+
+    def _cut_at_stop(self) -> None:
+        for s in self.stop_strings:
+            idx = self.text.find(s)
+            if idx >= 0:
+                self.text = self.text[:idx]
+                self.stopped = True
 
     def _emit(self, final: bool) -> None:
         upto = len(self.text) if final else len(self.text) - self._holdback()

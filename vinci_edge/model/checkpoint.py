@@ -106,14 +106,17 @@ def _load_component(model: OmniVinciModel, name: str, folder: Path, dtype: torch
         model.llm.tie_weights()
 
 
-def load_model(checkpoint: str | Path, dtype: str = "float32") -> OmniVinciModel:
-    """Load a checkpoint folder (real layout) into the reference model, checking every weight."""
+def load_model(checkpoint: str | Path, dtype: str = "float32", with_llm: bool = True) -> OmniVinciModel:
+    """Load a checkpoint folder (real layout) into the reference model, checking every weight.
+    `with_llm=False` loads the towers and projectors only."""
     ckpt = Path(checkpoint)
     cfg = load_config(ckpt)
     torch_dtype = DTYPES[dtype]
-    model = OmniVinciModel(cfg).to(torch_dtype)
+    model = OmniVinciModel(cfg, with_llm=with_llm).to(torch_dtype)
     for name in COMPONENT_MODULES:
         if name in ("sound_tower", "sound_mm_projector") and not cfg.has_sound:
+            continue
+        if name == "llm" and not with_llm:
             continue
         folder = ckpt / name
         if not folder.is_dir():
@@ -192,9 +195,31 @@ def init_checkpoint(
     model = OmniVinciModel(cfg).to(DTYPES[dtype])
     if llm_gguf is not None:
         _load_component(model, "llm", llm_dir, DTYPES[dtype])
+        _match_embedding_scale(model)
     say(f"writing weights to {out}")
     save_checkpoint(model, out, write_llm=llm_gguf is None)
     return cfg
+
+
+@torch.inference_mode()
+def _match_embedding_scale(model: OmniVinciModel) -> None:
+    """Random projectors put media tokens far outside a trained LLM's embedding scale, and the LLM
+    then answers nothing at all (its first token is end-of-turn). Scale each projector's last layer
+    so its outputs have a tenth of the RMS of the LLM's text embeddings: hundreds of random
+    directions at the full text scale still drown the question (measured with SmolLM2: 1.0x -> an
+    empty answer, 0.1x -> a fluent one). The towers stay random; the answer is not about the clip."""
+    cfg = model.cfg
+    target = 0.1 * model.llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(2, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
+    outputs = [(model.mm_projector.layers[-1], model.encode_frames(pixels))]
+    if cfg.has_sound:
+        mel = torch.randn(1, cfg.num_mel_bins, 3000, generator=g) * 0.5 - 0.5
+        outputs.append((model.sound_mm_projector.layers[-1], model.encode_audio(mel)))
+    for layer, out in outputs:
+        factor = (target / out.float().pow(2).mean().sqrt()).item()
+        layer.weight.mul_(factor)
+        layer.bias.mul_(factor)
 
 
 def fingerprint(checkpoint: str | Path) -> str:

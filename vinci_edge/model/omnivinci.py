@@ -26,8 +26,9 @@ from vinci_edge.model.vision import (
 )
 
 
-def llm_config(cfg: OmniVinciConfig):
-    d = dict(cfg.llm)
+def llm_config(llm: dict):
+    """The transformers config of the LLM component."""
+    d = dict(llm)
     model_type = d.pop("model_type", "qwen2")
     for k in ("architectures", "torch_dtype", "_name_or_path", "transformers_version"):
         d.pop(k, None)
@@ -38,7 +39,7 @@ def llm_config(cfg: OmniVinciConfig):
 
 def build_llm(cfg: OmniVinciConfig) -> nn.Module:
     """Any transformers causal LM named by the llm config (Qwen2, Llama, ...)."""
-    return AutoModelForCausalLM.from_config(llm_config(cfg), dtype=torch.float32)
+    return AutoModelForCausalLM.from_config(llm_config(cfg.llm), dtype=torch.float32)
 
 
 def pool_video_features(x: torch.Tensor, pool: tuple[int, int, int]) -> torch.Tensor:
@@ -62,10 +63,11 @@ def pool_video_features(x: torch.Tensor, pool: tuple[int, int, int]) -> torch.Te
 
 
 class OmniVinciModel(nn.Module):
-    def __init__(self, cfg: OmniVinciConfig) -> None:
+    def __init__(self, cfg: OmniVinciConfig, with_llm: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
-        self.llm = build_llm(cfg)
+        # The towers alone are enough to export the vision and audio stages (the 9B LLM is not).
+        self.llm = build_llm(cfg) if with_llm else None
         self.vision_tower = VisionTower(cfg)
         self.mm_projector = MMProjector(cfg)
         if cfg.has_sound:
@@ -79,7 +81,7 @@ class OmniVinciModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.llm.parameters()).dtype
+        return next(self.mm_projector.parameters()).dtype
 
     # ---- stages -----------------------------------------------------------------------------------
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:

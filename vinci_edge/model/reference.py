@@ -98,7 +98,7 @@ class Reference:
     ) -> tuple[list[int], str]:
         """Prefill, then one step per token; the first token comes from the prefill logits."""
         sampler = Sampler(gen.sampling)
-        stop_ids = set(self.tokenizer.eos_token_ids)
+        stop_ids = set() if gen.ignore_eos else set(self.tokenizer.eos_token_ids)
         with metrics.stage(m.PREFILL, positions=int(embeds.shape[0])):
             logits, cache = self.model.prefill(embeds)
         out: list[int] = []

@@ -1,0 +1,79 @@
+"""Writing ONNX graphs whose weights stream to an external-data file as they are added.
+
+Large graphs (the 9B decoder is ~30 GB in fp32) cannot be held twice in memory; `WeightFile`
+appends each initializer to `<graph>.onnx.data` the moment it is created, so building a graph
+needs about one tensor of extra memory, not one model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+NP_TO_ONNX = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float16): TensorProto.FLOAT16,
+    np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(np.int32): TensorProto.INT32,
+    np.dtype(np.uint8): TensorProto.UINT8,
+    np.dtype(np.int8): TensorProto.INT8,
+}
+
+# Small tensors stay inside the .onnx file; bigger ones go to the data file, page-aligned so ONNX
+# Runtime can memory-map them.
+INLINE_LIMIT = 1024
+ALIGN = 4096
+
+
+class WeightFile:
+    def __init__(self, graph_path: Path, external: bool = True) -> None:
+        self.graph_path = Path(graph_path)
+        self.external = external
+        self.location = self.graph_path.name + ".data"
+        self.data_path = self.graph_path.with_name(self.location)
+        self.initializers: list[TensorProto] = []
+        self.bytes_written = 0
+        self._f = open(self.data_path, "wb") if external else None  # noqa: SIM115 - closed in close()
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        array = np.ascontiguousarray(array)
+        if not self.external or array.nbytes <= INLINE_LIMIT:
+            self.initializers.append(numpy_helper.from_array(array, name))
+            return name
+        pad = (-self._f.tell()) % ALIGN
+        if pad:
+            self._f.write(b"\0" * pad)
+        offset = self._f.tell()
+        self._f.write(array.tobytes())
+        self.bytes_written += array.nbytes
+        t = TensorProto()
+        t.name = name
+        t.data_type = NP_TO_ONNX[array.dtype]
+        t.dims.extend(array.shape)
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", self.location), ("offset", str(offset)), ("length", str(array.nbytes))):
+            entry = t.external_data.add()
+            entry.key, entry.value = k, v
+        self.initializers.append(t)
+        return name
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            if self.bytes_written == 0:
+                os.remove(self.data_path)
+
+
+def save_graph(
+    graph: onnx.GraphProto, path: Path, opsets: dict[str, int], producer: str = "vinci-edge"
+) -> onnx.ModelProto:
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()], producer_name=producer
+    )
+    model.ir_version = 9
+    onnx.save_model(model, str(path))
+    return model

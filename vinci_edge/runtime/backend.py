@@ -1,0 +1,152 @@
+"""Stage execution behind one small interface.
+
+A `StageRunner` runs one exported graph: `run(inputs) -> outputs` on numpy arrays, plus a description
+of its I/O and the provider it ended up on. ONNX Runtime is the only backend today; a native
+TensorRT backend will implement the same interface (the decoder adds its KV handling on top, see
+decoder.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from vinci_edge.errors import EngineError, MissingDependencyError
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+
+class StageRunner(Protocol):
+    name: str
+    provider: str
+
+    def run(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "ONNX Runtime is not installed",
+            hint="install exactly one runtime extra: pip install 'vinci-edge[cpu]' (onnxruntime) or "
+            "'vinci-edge[gpu]' (onnxruntime-gpu + cuda-python) - never both",
+        ) from exc
+    return ort
+
+
+def resolve_provider(name: str) -> str:
+    """'cpu' / 'cuda' / 'tensorrt' (or a full ONNX Runtime provider name) -> an available provider."""
+    ort = import_onnxruntime()
+    full = PROVIDER_ALIASES.get(name.lower(), name)
+    available = ort.get_available_providers()
+    if full not in available:
+        extra = (
+            "vinci-edge[gpu] (onnxruntime-gpu) on a machine with a CUDA driver"
+            if full != ("CPUExecutionProvider")
+            else "vinci-edge[cpu]"
+        )
+        raise EngineError(
+            f"execution provider {full} is not available here (available: {', '.join(available)})",
+            hint=f"install {extra}, or choose --provider cpu",
+        )
+    return full
+
+
+@dataclass
+class SessionSettings:
+    provider: str = "CPUExecutionProvider"
+    threads: int = 0  # 0: one per core
+    optimization: str = "all"  # "all" | "basic" (FP8 Q/DQ graphs need basic, see quantization)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_session(path: Path, settings: SessionSettings):
+    ort = import_onnxruntime()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = settings.threads or (os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        if settings.optimization == "basic"
+        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    so.log_severity_level = 3
+    providers = [settings.provider]
+    if settings.provider != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")  # nodes the GPU provider lacks fall back to the CPU
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types
+        raise EngineError(
+            f"ONNX Runtime cannot load {path.name}: {str(exc).splitlines()[0][:300]}",
+            hint="the file may be damaged, or exported by a newer vinci-edge; re-export the engine",
+        ) from exc
+
+
+class OrtStage:
+    """One exported stage graph in an ONNX Runtime session."""
+
+    def __init__(self, name: str, path: Path, settings: SessionSettings, spec: dict[str, Any] | None = None):
+        self.name = name
+        self.session = make_session(path, settings)
+        self.provider = self.session.get_providers()[0]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_dtypes = {i.name: _np_dtype(i.type) for i in self.session.get_inputs()}
+        if spec is not None:
+            _check_io(name, spec, self.input_names, self.output_names)
+            _check_widths(name, spec, {o.name: o.shape for o in self.session.get_outputs()})
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        feeds = {k: np.ascontiguousarray(v, dtype=self.input_dtypes[k]) for k, v in inputs.items()}
+        names = outputs or self.output_names
+        return dict(zip(names, self.session.run(names, feeds)))
+
+
+def _np_dtype(ort_type: str) -> np.dtype:
+    return {
+        "tensor(float)": np.dtype(np.float32),
+        "tensor(float16)": np.dtype(np.float16),
+        "tensor(int32)": np.dtype(np.int32),
+        "tensor(int64)": np.dtype(np.int64),
+    }.get(ort_type, np.dtype(np.float32))
+
+
+def _check_widths(name: str, spec: dict[str, Any], shapes: dict[str, list]) -> None:
+    """Static output dims must be what the manifest says: a stage file copied in from another
+    model's engine is caught here, not as a shape error deep inside the stitch."""
+    for out in spec.get("outputs", []):
+        got = shapes.get(out["name"])
+        want = out.get("shape")
+        if got is None or want is None or len(got) != len(want):
+            continue
+        for g, w in zip(got, want):
+            if isinstance(g, int) and isinstance(w, int) and g != w:
+                raise EngineError(
+                    f"stage '{name}' output {out['name']} has shape {got}, the manifest says {want}: "
+                    "the file comes from another model's engine",
+                    hint="re-export the engine",
+                )
+
+
+def _check_io(name: str, spec: dict[str, Any], inputs: list[str], outputs: list[str]) -> None:
+    want_in = [i["name"] for i in spec.get("inputs", [])]
+    want_out = [o["name"] for o in spec.get("outputs", [])]
+    if sorted(want_in) != sorted(inputs) or not set(want_out) <= set(outputs):
+        raise EngineError(
+            f"stage '{name}': the graph's inputs {inputs} / outputs {outputs} are not what the manifest "
+            f"says ({want_in} / {want_out})",
+            hint="the stage file was replaced by another export; re-export the engine",
+        )

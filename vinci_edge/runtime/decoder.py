@@ -1,0 +1,84 @@
+"""The decoder stage with its KV cache: one preallocated buffer per layer, written in place.
+
+Each layer's key and value buffers (1, kv_heads, context, head_dim) are bound as BOTH the past input
+and the present output of the graph's GroupQueryAttention, so ONNX Runtime writes the new positions
+into them and nothing is copied per token. `append` adds positions to the cache (a prompt, a decode
+step, or - for live streams - a new question after earlier ones) and returns the last position's
+logits; `rewind` drops positions (reuse a cached prefix), `reset` empties it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vinci_edge.errors import EngineError, PromptError
+from vinci_edge.runtime.backend import SessionSettings, import_onnxruntime, make_session
+
+
+class OrtDecoder:
+    name = "decoder"
+
+    def __init__(
+        self, path: Path, spec: dict[str, Any], settings: SessionSettings, context: int | None = None
+    ):
+        ort = import_onnxruntime()
+        self.spec = spec
+        self.session = make_session(path, settings)
+        self.provider = self.session.get_providers()[0]
+        self.dtype = np.float16 if spec["dtype"] == "float16" else np.float32
+        self.context = min(context or spec["max_context"], spec["max_context"])
+        if self.context < 2:
+            raise EngineError(f"a decoder context of {self.context} positions is too small")
+        self.length = 0
+
+        device = "cuda" if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+        shape = (1, spec["kv_heads"], self.context, spec["head_dim"])
+        self.io = self.session.io_binding()
+        self.kv = []
+        for i in range(spec["num_layers"]):
+            for kind in ("key", "value"):
+                buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, self.dtype, device, 0)
+                self.io.bind_ortvalue_input(f"past_{kind}_{i}", buf)
+                self.io.bind_ortvalue_output(f"present_{kind}_{i}", buf)
+                self.kv.append(buf)
+        # Logits live in host memory whatever the provider: ORT copies the one row out for us.
+        self.logits = ort.OrtValue.ortvalue_from_shape_and_type(
+            (1, 1, spec["vocab_size"]), self.dtype, "cpu", 0
+        )
+        self.io.bind_ortvalue_output("logits", self.logits)
+
+    @property
+    def free(self) -> int:
+        return self.context - self.length
+
+    def append(self, embeds: np.ndarray) -> np.ndarray:
+        """Add (S, D) positions after the cached ones; returns the last position's logits (vocab,)."""
+        n = int(embeds.shape[0])
+        if n == 0:
+            raise ValueError("append needs at least one position")
+        total = self.length + n
+        if total > self.context:
+            raise PromptError(
+                f"{total} positions do not fit the decoder context of {self.context}",
+                hint="use fewer frames (--num-frames), a shorter clip or question, or export with a larger "
+                "--max-context",
+            )
+        x = np.ascontiguousarray(embeds[None], dtype=self.dtype)
+        self.io.bind_cpu_input("inputs_embeds", x)
+        self.io.bind_cpu_input("seqlens_k", np.array([total - 1], np.int32))
+        self.io.bind_cpu_input("total_sequence_length", np.array(total, np.int32))
+        self.session.run_with_iobinding(self.io)
+        self.length = total
+        return self.logits.numpy().reshape(-1).astype(np.float32, copy=False)
+
+    def rewind(self, length: int) -> None:
+        """Forget positions after `length` (their buffer rows are simply overwritten later)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot rewind to {length} from {self.length}")
+        self.length = length
+
+    def reset(self) -> None:
+        self.length = 0
