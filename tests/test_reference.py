@@ -178,3 +178,15 @@ def test_image_with_dynamic_s2_tiles(tiny_ckpt, tmp_path):
     assert req.plan.counts()["image"] == tiles.n_tokens
     ans = ref.answer("What is this?", GenerationConfig(max_new_tokens=3), image=path)
     assert 1 <= len(ans.token_ids) <= 3
+
+
+def test_reference_can_stitch_with_the_native_kernel(tiny_ckpt, clip):
+    from vinci_edge.model.crte_op import native_available
+
+    ref = Reference.from_checkpoint(tiny_ckpt)
+    req = ref.prepare("Describe.", video=clip)
+    expect = ref.inputs_embeds(req)
+    ref.model.use_native_stitch = True
+    got = ref.inputs_embeds(req)
+    # the kernel (or its float64 torch fallback when the library is not built) gives the same rows
+    assert torch.allclose(got, expect, rtol=1e-6, atol=1e-6), native_available()

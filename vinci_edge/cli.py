@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -90,7 +92,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _require_torch("generate")
     from vinci_edge.model.reference import Reference
 
-    ref = Reference.from_checkpoint(args.checkpoint, dtype=args.dtype)
+    ref = Reference.from_checkpoint(args.checkpoint, dtype=args.dtype, native_stitch=args.native_stitch)
     on_text = None if args.json else (lambda s: print(s, end="", flush=True))
     answer = ref.answer(
         args.prompt, _gen_config(args), on_text=on_text, video=args.video, audio=args.audio, image=args.image
@@ -195,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="answer with the PyTorch reference (streams the answer)")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument(
+        "--native-stitch",
+        action="store_true",
+        help="stitch with the C++/CUDA kernel (torch custom op) instead of torch float64",
+    )
     _add_request_args(p)
     p.set_defaults(func=cmd_generate)
 
@@ -225,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=None, help="KV cache positions (default: the engine's)")
     _add_request_args(p)
     p.set_defaults(func=cmd_run)
+
+    # Subcommands that live with their subsystem: each module has `register(subparsers)`.
+    for module in ("vinci_edge.quantization.cli", "vinci_edge.profiling.cli"):
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(sub)
     return parser
 
 

@@ -260,13 +260,7 @@ def audio_sequence(
     n = audio.n_tokens
     cols = np.arange(n)
     run = _media_run(AUDIO, bank_offset + cols, audio.token_times(), enc, np.zeros(n), 1, cols, n)
-    parts = []
-    if enc.start_tokens:
-        parts.append(Sequence_.text(text_ids(enc.start_tokens)))
-    parts.append(run)
-    if enc.end_tokens:
-        parts.append(Sequence_.text(text_ids(enc.end_tokens)))
-    return Sequence_.cat(parts), n
+    return _between_tokens(run, enc, text_ids), n
 
 
 def image_sequence(
@@ -280,13 +274,14 @@ def image_sequence(
     src = bank_offset + np.arange(n_tokens)
     z = np.zeros(n_tokens)
     run = Sequence_(np.full(n_tokens, IMAGE, np.int8), src, z, z, z, np.full(n_tokens, np.nan))
-    parts = []
-    if enc.start_tokens:
-        parts.append(Sequence_.text(text_ids(enc.start_tokens)))
-    parts.append(run)
-    if enc.end_tokens:
-        parts.append(Sequence_.text(text_ids(enc.end_tokens)))
-    return Sequence_.cat(parts), n_tokens
+    return _between_tokens(run, enc, text_ids), n_tokens
+
+
+def _between_tokens(run: Sequence_, enc: EncoderConfig, text_ids: Callable[[str], list[int]]) -> Sequence_:
+    """A media run between the encoder's optional start and end tokens."""
+    start = Sequence_.text(text_ids(enc.start_tokens) if enc.start_tokens else [])
+    end = Sequence_.text(text_ids(enc.end_tokens) if enc.end_tokens else [])
+    return Sequence_.cat([start, run, end])
 
 
 # --------------------------------------------------------------------------------------------------

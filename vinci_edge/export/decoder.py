@@ -148,6 +148,17 @@ def export_decoder(
     def weight(name: str, array: np.ndarray) -> str:
         return w.add(name, array.astype(np_dtype))
 
+    def skip_norm(x: str, residual: str, w_name: str, out: str, res_out: str, name: str):
+        """RMSNorm(x + residual); also returns the sum, the next residual."""
+        return helper.make_node(
+            "SkipSimplifiedLayerNormalization",
+            [x, residual, w_name],
+            [out, "", "", res_out],
+            domain="com.microsoft",
+            epsilon=eps,
+            name=name,
+        )
+
     def linear_t(*names: str) -> np.ndarray:
         """HF Linear weights are (out, in); MatMul wants (in, out); several are packed along out."""
         return np.concatenate([src.get(n) for n in names], axis=0).T
@@ -178,16 +189,7 @@ def export_decoder(
             )
         else:
             x, new_res = f"l{i}.x", f"l{i}.res_in"
-            nodes.append(
-                helper.make_node(
-                    "SkipSimplifiedLayerNormalization",
-                    [mlp_out, residual, ln_in],
-                    [x, "", "", new_res],
-                    domain="com.microsoft",
-                    epsilon=eps,
-                    name=f"l{i}.norm_in",
-                )
-            )
+            nodes.append(skip_norm(mlp_out, residual, ln_in, x, new_res, f"l{i}.norm_in"))
             residual = new_res
 
         a = p + "self_attn."
@@ -232,16 +234,7 @@ def export_decoder(
 
         ln_post = weight(f"l{i}.ln_post", src.get(p + "post_attention_layernorm.weight"))
         x2, res2 = f"l{i}.x2", f"l{i}.res_mid"
-        nodes.append(
-            helper.make_node(
-                "SkipSimplifiedLayerNormalization",
-                [o, residual, ln_post],
-                [x2, "", "", res2],
-                domain="com.microsoft",
-                epsilon=eps,
-                name=f"l{i}.norm_post",
-            )
-        )
+        nodes.append(skip_norm(o, residual, ln_post, x2, res2, f"l{i}.norm_post"))
         residual = res2
 
         m = p + "mlp."
@@ -275,12 +268,13 @@ def export_decoder(
     nodes.append(helper.make_node("Slice", [mlp_out, starts, ends, axes], ["last_mlp"]))
     nodes.append(helper.make_node("Slice", [residual, starts, ends, axes], ["last_res"]))
     nodes.append(
-        helper.make_node(
-            "SkipSimplifiedLayerNormalization",
-            ["last_mlp", "last_res", weight("final_norm", src.get("model.norm.weight"))],
-            ["final"],
-            domain="com.microsoft",
-            epsilon=eps,
+        skip_norm(
+            "last_mlp",
+            "last_res",
+            weight("final_norm", src.get("model.norm.weight")),
+            "final",
+            "",
+            "final_norm",
         )
     )
     head = "lm_head.weight" if src.has("lm_head.weight") else "model.embed_tokens.weight"

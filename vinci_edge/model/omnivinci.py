@@ -73,6 +73,7 @@ class OmniVinciModel(nn.Module):
         if cfg.has_sound:
             self.sound_tower = SoundTower(cfg)
             self.sound_mm_projector = SoundProjector(cfg)
+        self.use_native_stitch = False
         self.tables = {
             tl.VIDEO: crte.rotation_table(cfg.video_encoder.time) if cfg.video_encoder.time else None,
             tl.AUDIO: crte.rotation_table(cfg.sound_encoder.time) if cfg.sound_encoder.time else None,
@@ -125,7 +126,17 @@ class OmniVinciModel(nn.Module):
 
     def stitch(self, plan: tl.Plan, banks: dict[int, torch.Tensor]) -> torch.Tensor:
         """inputs_embeds (S, D): text embeddings and bank rows placed by the plan, media rotated by
-        CRTE in float64 (the reference precision), cast back to the model dtype."""
+        CRTE in float64 (the reference precision), cast back to the model dtype.
+
+        With `use_native_stitch` the fused C++/CUDA kernel does it through the torch custom op
+        (`vinci_edge.model.crte_op`); by default the reference keeps its own torch arithmetic, so
+        it stays an independent check of the kernel."""
+        if self.use_native_stitch:
+            from vinci_edge.model import crte_op
+
+            return crte_op.stitch(
+                plan, self.llm.get_input_embeddings().weight, banks, self.tables, self.dtype
+            )
         d = self.cfg.hidden_size
         out = torch.empty(len(plan), d, dtype=self.dtype)
         kind = torch.from_numpy(plan.kind.astype(np.int64))

@@ -29,8 +29,12 @@ class Reference:
         self.tokenizer = tokenizer
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, dtype: str = "float32") -> Reference:
-        return cls(load_model(checkpoint, dtype), TextTokenizer.from_folder(Path(checkpoint) / "llm"))
+    def from_checkpoint(
+        cls, checkpoint: str | Path, dtype: str = "float32", native_stitch: bool = False
+    ) -> Reference:
+        model = load_model(checkpoint, dtype)
+        model.use_native_stitch = native_stitch
+        return cls(model, TextTokenizer.from_folder(Path(checkpoint) / "llm"))
 
     def prepare(self, question: str, metrics: m.Metrics | None = None, **media) -> PreparedRequest:
         return prepare_request(self.cfg, self.tokenizer, question, metrics=metrics, **media)
