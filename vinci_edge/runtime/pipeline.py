@@ -63,6 +63,11 @@ class Pipeline:
         self.context = context
         self.stitch_name, self._stitch = _select_stitch(stitch, threads)
         self._runners: dict[str, Any] = {}
+        # Session creation is timed into its own records (stage LOAD), apart from any request, so a
+        # profiler can report load time separately; `metrics_factory` makes each request's Metrics
+        # (a profiler may pass a subclass, e.g. one that also emits NVTX ranges).
+        self.metrics_factory: Callable[[], m.Metrics] = m.Metrics
+        self.load_metrics = m.Metrics()
         self.tables = {
             tl.VIDEO: crte.rotation_table(self.cfg.video_encoder.time)
             if self.cfg.video_encoder.time
@@ -89,10 +94,12 @@ class Pipeline:
                 threads=self.threads,
                 optimization=spec.get("ort_optimization", "all"),
             )
-            if name == "decoder":
-                self._runners[name] = OrtDecoder(path, spec["spec"], settings, self.context)
-            else:
-                self._runners[name] = OrtStage(name, path, settings, spec)
+            with self.load_metrics.stage(m.LOAD, stage=name) as attrs:
+                if name == "decoder":
+                    self._runners[name] = OrtDecoder(path, spec["spec"], settings, self.context)
+                else:
+                    self._runners[name] = OrtStage(name, path, settings, spec)
+                attrs["provider"] = self._runners[name].provider
         return self._runners[name]
 
     @property
@@ -143,7 +150,7 @@ class Pipeline:
         return (yield from self._run(question, gen or GenerationConfig(), **media))
 
     def _run(self, question: str, gen: GenerationConfig, **media: Any) -> Generator[str, None, Answer]:
-        metrics = m.Metrics()
+        metrics = self.metrics_factory()
         req = self.prepare(question, metrics=metrics, **media)
         decoder = self.decoder
         decoder.reset()
