@@ -234,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     # Subcommands that live with their subsystem: each module has `register(subparsers)`.
-    for module in ("vinci_edge.quantization.cli", "vinci_edge.profiling.cli"):
+    for module in (
+        "vinci_edge.quantization.cli",
+        "vinci_edge.quantization.report_cli",
+        "vinci_edge.profiling.cli",
+    ):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     return parser

@@ -1,0 +1,141 @@
+"""`vinci-edge quantize`: an fp32 engine folder in, a quantized engine folder out.
+
+    vinci-edge quantize --engine engine/smol --out engine/smol-int4 --precision int4
+    vinci-edge quantize --engine engine/smol --out engine/smol-w8a8-w4 \\
+        --precision vision=int8,audio=int8,decoder=int4-awq --target orin --calib-size 32
+
+Progress goes to stderr; stdout gets one line naming the engine written (with --json, the
+manifest's per-stage precision record as one JSON object), so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PRECISION_HELP = """\
+precisions (one for every stage, or STAGE=PRECISION,... per stage):
+  int8-dynamic  CPU (ONNX Runtime): int8 weights in blocks of 32 + int8 activations computed at run
+                time (MatMulNBits 8-bit). No calibration. The fast CPU choice.
+  int4          CPU (ONNX Runtime): 4-bit weights in blocks of 32 (MatMulNBits), the LM head at
+                8 bits. No calibration.
+  int8          TensorRT: static Q/DQ on the linear layers, activation ranges calibrated (NVIDIA
+                ModelOpt). --smoothquant ALPHA smooths the decoder's outliers first.
+  fp8           TensorRT on Ada, Hopper, Thor: E4M3 Q/DQ, calibrated (ModelOpt). Not on Orin.
+  int4-awq      TensorRT: 4-bit weights in blocks of 128 with AWQ scales, calibrated (ModelOpt).
+  fp32          leave the stage as exported.
+
+per stage: --precision vision=int8,audio=int8,decoder=int4 (stages: vision, image_projector,
+audio, decoder). A stage not named stays fp32; image_projector follows vision unless named.
+ModelOpt precisions need `pip install 'vinci-edge[quant]'`.
+
+calibration (int8, fp8, int4-awq; int8-dynamic with --smoothquant): by default the real clips
+Debian installs (forensics-samples movie-hello.mp4, opencv-doc Megamind.avi) and the license
+texts in /usr/share/common-licenses except GPL-3 (kept for the perplexity measurement); pass
+--calib-video / --calib-audio / --calib-text where they are not installed or to use your own.
+
+targets (--target checks the precisions before any work; leave it out to skip the check):
+  cpu     int8-dynamic, int4        orin    + int8, int4-awq (no FP8 on Ampere)
+  thor, ada, hopper                 every precision
+"""
+
+
+def _say(msg: str) -> None:
+    print(f"[vinci-edge] quantize: {msg}", file=sys.stderr, flush=True)
+
+
+def _alpha(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (SmoothQuant alpha, 0 - 1)") from None
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from vinci_edge.quantization.quantize import quantize_engine
+
+    manifest = quantize_engine(
+        args.engine,
+        args.out,
+        args.precision,
+        target=args.target,
+        calib_videos=args.calib_video,
+        calib_audios=args.calib_audio,
+        calib_texts=args.calib_text,
+        calib_size=args.calib_size,
+        seed=args.seed,
+        smoothquant=args.smoothquant,
+        force=args.force,
+        progress=_say,
+    )
+    if args.json:
+        record = {"engine": str(args.out), "precision": manifest["precision"]}
+        print(json.dumps(record))
+    else:
+        stages = ", ".join(f"{s}={p}" for s, p in manifest["quantization"]["precisions"].items())
+        print(f"wrote {args.out} ({stages})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="write an INT8 / FP8 / INT4 variant of an fp32 engine folder",
+        description=__doc__.splitlines()[0],
+        epilog=PRECISION_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--engine", required=True, type=Path, help="the fp32 engine folder `export` wrote")
+    p.add_argument("--out", required=True, type=Path, help="the quantized engine folder to write")
+    p.add_argument(
+        "--precision",
+        required=True,
+        metavar="SPEC",
+        help="a precision for every stage (int8-dynamic, int4, int8, fp8, int4-awq) or "
+        "STAGE=PRECISION,... (see below)",
+    )
+    p.add_argument(
+        "--target",
+        choices=["cpu", "orin", "thor", "ada", "hopper"],
+        help="where the engine will run: refuses precisions it cannot run (e.g. fp8 on orin)",
+    )
+    p.add_argument(
+        "--calib-video", action="append", type=Path, metavar="FILE", help="calibration clip (repeatable)"
+    )
+    p.add_argument(
+        "--calib-audio", action="append", type=Path, metavar="FILE", help="calibration audio (repeatable)"
+    )
+    p.add_argument(
+        "--calib-text",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="plain English text for the questions (repeatable)",
+    )
+    p.add_argument(
+        "--calib-size",
+        type=_count,
+        default=16,
+        metavar="N",
+        help="calibration requests (default 16; more: steadier ranges, slower)",
+    )
+    p.add_argument("--seed", type=_count, default=0, help="calibration sampling seed (default 0)")
+    p.add_argument(
+        "--smoothquant",
+        type=_alpha,
+        metavar="ALPHA",
+        help="SmoothQuant the decoder before int8 / int8-dynamic (alpha in [0, 1]; "
+        "of 0.5, 0.8 and 0.9, 0.8 kept SmolLM2 closest to fp32 at int8)",
+    )
+    p.add_argument("--force", action="store_true", help="replace --out if it is an engine folder")
+    p.add_argument("--json", action="store_true", help="print the per-stage precision record as JSON")
+    p.set_defaults(func=cmd_quantize)

@@ -1,0 +1,264 @@
+"""ONNX graph plumbing shared by the quantization handlers: load, save, name, type, find matmuls.
+
+Handlers work on stage files written by `vinci-edge export` and never import the exporters: what
+they know about a graph they read from the graph itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# As the exporters do: weights above this many bytes go to `<file>.data` (a protobuf cannot exceed
+# 2 GB, and ONNX Runtime memory-maps external data).
+EXTERNAL_DATA_BYTES = 100_000_000
+
+
+def load(path: Path, weights: bool = True) -> onnx.ModelProto:
+    return onnx.load(str(path), load_external_data=weights)
+
+
+def save(model: onnx.ModelProto, path: Path) -> str | None:
+    """Write `path` (+ `path.data` when the weights are large); returns the data file's name."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    weight_bytes = sum(_tensor_bytes(t) for t in model.graph.initializer)
+    if weight_bytes > EXTERNAL_DATA_BYTES:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
+        data.chmod(0o644)  # some tools write 0600 files; an engine folder is shared read-only
+        return data.name
+    onnx.save_model(model, str(path))
+    return None
+
+
+def _tensor_bytes(t: TensorProto) -> int:
+    if t.data_location == TensorProto.EXTERNAL:
+        return int(next((e.value for e in t.external_data if e.key == "length"), 0))
+    return len(t.raw_data) or t.ByteSize()
+
+
+def stage_bytes(folder: Path, file: str) -> int:
+    """Bytes on disk of a stage: the graph plus its external data."""
+    path = Path(folder) / file
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique name (its first output): quantizers select and exclude by name."""
+    seen: set[str] = set()
+    for node in model.graph.node:
+        if not node.name or node.name in seen:
+            base = node.output[0] if node.output and node.output[0] else node.op_type
+            name, k = base, 1
+            while name in seen:
+                name, k = f"{base}_{k}", k + 1
+            node.name = name
+        seen.add(node.name)
+
+
+def initializer_map(model: onnx.ModelProto) -> dict[str, TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in model.graph.node for out in node.output if out}
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name:
+                out.setdefault(name, []).append(node)
+    return out
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """MatMul nodes whose B is a 2-D weight initializer: the linear layers. Activation x activation
+    matmuls (attention scores in the towers) and everything else are left alone."""
+    inits = initializer_map(model)
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
+    ]
+
+
+def output_head(model: onnx.ModelProto) -> onnx.NodeProto | None:
+    """The MatMul producing the decoder's `logits` output (the LM head), if the graph has one."""
+    outs = {o.name for o in model.graph.output}
+    if "logits" not in outs:
+        return None
+    node = producers(model).get("logits")
+    return node if node is not None and node.op_type == "MatMul" else None
+
+
+def type_untyped_outputs(model: onnx.ModelProto) -> None:
+    """Record float32 as the type of every tensor ONNX shape inference cannot type.
+
+    ONNX's shape inference does not know ONNX Runtime's contrib operators (GroupQueryAttention,
+    SkipSimplifiedLayerNormalization), so every tensor downstream of them is untyped and the ORT
+    static quantizer silently skips their activations ("failed to infer the type ... Skip to
+    quantize it"): the result would be weight-only. Every activation of an fp32 stage graph is
+    float32, and integer tensors come from inputs and initializers, which are typed already.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    typed = {
+        v.name
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+        if v.type.tensor_type.elem_type
+    } | {t.name for t in model.graph.initializer}
+    for vi in inferred.graph.value_info:
+        if vi.name not in {v.name for v in model.graph.value_info}:
+            model.graph.value_info.append(vi)
+    for node in model.graph.node:
+        for out in node.output:
+            if out and out not in typed:
+                model.graph.value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+                typed.add(out)
+
+
+def standard_rms_norm(model: onnx.ModelProto) -> int:
+    """Rewrite default-domain `SimplifiedLayerNormalization` (an ONNX Runtime extension that the ONNX
+    checker rejects, and ModelOpt runs the checker) as standard operators; returns how many.
+
+    RMSNorm(x) * w = x / sqrt(mean(x^2) + eps) * w, in opset-13+ operators with ReduceMean's axes as
+    an attribute-free input so the graph also survives ModelOpt's upgrade to opset 19+.
+    """
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in model.graph.node:
+        if node.op_type != "SimplifiedLayerNormalization" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        count += 1
+        x, w, y, p = node.input[0], node.input[1], node.output[0], node.name or node.output[0]
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(eps, np.float32), f"{p}.eps"),
+                numpy_helper.from_array(np.array([-1], np.int64), f"{p}.axes"),
+            ]
+        )
+        nodes += [
+            helper.make_node("Mul", [x, x], [f"{p}.sq"], name=f"{p}.sq"),
+            helper.make_node("ReduceMean", [f"{p}.sq", f"{p}.axes"], [f"{p}.ms"], keepdims=1, name=f"{p}.ms"),
+            helper.make_node("Add", [f"{p}.ms", f"{p}.eps"], [f"{p}.mse"], name=f"{p}.mse"),
+            helper.make_node("Sqrt", [f"{p}.mse"], [f"{p}.rms"], name=f"{p}.rms"),
+            helper.make_node("Div", [x, f"{p}.rms"], [f"{p}.xn"], name=f"{p}.xn"),
+            helper.make_node("Mul", [f"{p}.xn", w], [y], name=p),
+        ]
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        # ReduceMean takes `axes` as an input from opset 18 on.
+        for op in model.opset_import:
+            if op.domain in ("", "ai.onnx") and op.version < 18:
+                op.version = 18
+    return count
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in model.graph.node:
+        out[n.op_type] = out.get(n.op_type, 0) + 1
+    return out
+
+
+def remove_files(paths: Iterable[Path]) -> None:
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+
+
+# Loggers the quantization libraries write to. ONNX Runtime's MatMulNBits quantizer calls
+# `logging.basicConfig(level=INFO)` on import and logs every node; ModelOpt logs to stdout (and
+# reports at ERROR that a CPU machine has no NVML).
+TOOL_LOGGERS = ("modelopt", "modelopt.onnx", "onnxruntime", "onnxruntime.quantization.matmul_nbits_quantizer")
+
+
+class _ToolOutput(io.TextIOBase):
+    """Where the tools' stdout and stderr go while they run: kept (the last CAPTURE_CHARS) for a
+    failure report, and their tqdm bars ("Running AWQ scale search per node...:  40%|#   | 4/10")
+    passed on as one progress line at most every `every` seconds, so long steps still show
+    progress."""
+
+    BAR = re.compile(r"([^\r\n|]+?):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+    CAPTURE_CHARS = 20_000
+
+    def __init__(self, say: Callable[[str], None] | None, real: tuple, every: float = 10.0) -> None:
+        self.say, self.real, self.every = say, real, every
+        self.text = ""
+        self.last = time.monotonic()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.text = (self.text + s)[-self.CAPTURE_CHARS :]
+        bars = self.BAR.findall(s)
+        if self.say and bars:
+            desc, done, total = bars[-1]
+            now = time.monotonic()
+            if now - self.last >= self.every or (done == total and int(total) > 1 and now - self.last >= 1.0):
+                self.last = now
+                # the progress callback prints to the real streams, not back into this one
+                with contextlib.redirect_stdout(self.real[0]), contextlib.redirect_stderr(self.real[1]):
+                    self.say(f"{desc.strip().rstrip('.')}: {done}/{total}")
+        return len(s)
+
+
+@contextlib.contextmanager
+def quiet_tools(say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Silence the quantization libraries while they run: per-node logs, tqdm bars and
+    onnx-graphsurgeon warnings would bury our own progress lines and pollute stdout (which a
+    caller may parse). Their progress bars reach `say` (see _ToolOutput); what they printed is
+    replayed on stderr if the call fails, so nothing needed to understand a failure is lost."""
+    loggers = [logging.getLogger(n) for n in TOOL_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    captured = _ToolOutput(say, (sys.stdout, sys.stderr))
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            yield
+    except BaseException:
+        sys.stderr.write(captured.text[-4000:])
+        raise
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def matmul_nbits_quantizer():
+    """ONNX Runtime's `MatMulNBitsQuantizer`, without the `logging.basicConfig(level=INFO)` its
+    module runs on import: that would turn on INFO logging for every library in the process."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+    return MatMulNBitsQuantizer

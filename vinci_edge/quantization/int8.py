@@ -1,0 +1,187 @@
+"""INT8: static Q/DQ for TensorRT (ModelOpt), and dynamic INT8 for ONNX Runtime on the CPU.
+
+`int8` (TensorRT): ModelOpt inserts Q/DQ pairs on the activation and weight of every linear layer,
+with activation ranges from the calibration set ('max' calibration) and per-channel weight scales.
+TensorRT fuses each pair into an INT8 GEMM. On the CPU such graphs run ~6x slower than fp32, so this
+is where their accuracy is measured, not their speed. The LLM's per-tensor activation scales suffer
+from its outlier channels; `--smoothquant ALPHA` smooths them first (smoothquant.py).
+
+The LM head stays fp32 in `int8` and `fp8` (as ModelOpt's own PyTorch recipes leave `*lm_head*`
+unquantized). Measured on SmolLM2-135M, decoder only, 4 calibration requests (default sources,
+seed 0), perplexity on GPL-3 (300 tokens from the start, token by token; fp32 20.93):
+
+    int8, head int8                     62.5      int8 + SmoothQuant 0.5, head int8     36.1
+    int8, head fp32 (the default)       61.7      int8 + SmoothQuant 0.5, head fp32     25.6
+    int8, head int8, down_proj fp32     24.3      int8 + SmoothQuant 0.8, head int8    114.8
+    int8 + SQ 0.5, head and down fp32   21.8      int8 + SmoothQuant 0.8, head fp32     22.9
+                                                  int8 + SmoothQuant 0.9, head fp32     28.6
+    fp8,  head fp8                      22.5      fp8,  head fp32 (the default)         21.5
+
+So static per-tensor INT8 misses the 2% goal on this LLM: most of the loss is in the MLP down
+projections, whose input (silu(gate) * up) carries the massive activations of a few tokens; a
+per-tensor scale sized for them leaves the other tokens a handful of levels. SmoothQuant moves
+channel outliers, not token outliers, so it helps only part of the way; a high alpha needs the
+head left out (a smoothed int8 head is what made 0.8 collapse), hence the head stays fp32 and is
+not smoothed.
+
+`int8-dynamic` (ONNX Runtime CPU), no calibration. Two methods, measured on SmolLM2-135M (GPL-3
+text, 300 tokens, fp32 perplexity 20.93):
+
+- "matmulnbits" (the default): `MatMulNBits` with bits=8 - int8 weights in blocks of 32 input
+  channels, and `accuracy_level=4`, which quantizes the activations to int8 at run time per row and
+  block and runs integer dot products. Perplexity 20.97 whether the tokens come one at a time
+  (decode) or 300 at once (prefill); decode speed about that of the next method.
+- "matmul-integer": `onnxruntime.quantization.quantize_dynamic` (MatMul only, per-channel weights):
+  DynamicQuantizeLinear + MatMulInteger, fused into DynamicQuantizeMatMul. Its activation scale is
+  ONE per tensor, i.e. shared by every position of a prefill: the few positions with huge
+  activations (the chat template's first tokens) crush the others - perplexity 21.6 one token at a
+  time but 39.6 in a 300-token prefill, and wrong answers. Kept for comparison (benchmarks, report).
+  It needs `reduce_range=True` (7-bit weights) on x86 without VNNI: ONNX Runtime's u8 x s8 kernel sums
+  pairs of products into int16 (vpmaddubsw), which saturates with full-range per-channel weights
+  (perplexity 1385 without it). Per-tensor weights instead of per-channel: +18% perplexity.
+"""
+
+from __future__ import annotations
+
+from vinci_edge.quantization import graph as g
+from vinci_edge.quantization import modelopt_onnx
+from vinci_edge.quantization.handler import StageJob, StageResult
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def smoothed_model(job: StageJob, keep_head: bool = False):
+    """The stage's fp32 graph, SmoothQuant-smoothed when asked (decoder only; the LM head too
+    unless `keep_head`, i.e. it stays fp32); + the report."""
+    from vinci_edge.quantization.smoothquant import smoothquant
+
+    model = g.load(job.src)
+    g.name_nodes(model)
+    if job.smoothquant is None or job.stage != "decoder":
+        return model, None
+    head = g.output_head(model) if keep_head else None
+    only = {n.name for n in g.weight_matmuls(model)} - ({head.name} if head is not None else set())
+    job.say(f"{job.stage}: SmoothQuant (alpha {job.smoothquant})")
+    report = smoothquant(
+        model,
+        job.smoothquant,
+        job.stage,
+        job.calibration.for_stage(job.stage),
+        job.spec,
+        job.workdir / "smoothquant",
+        job.say,
+        only,
+    )
+    return model, report
+
+
+class Int8Dynamic:
+    precision = "int8-dynamic"
+    tool = "onnxruntime"
+    BLOCK = 32
+
+    def __init__(self, method: str = "matmulnbits") -> None:
+        if method not in ("matmulnbits", "matmul-integer"):
+            raise ValueError(f"unknown int8-dynamic method {method!r}")
+        self.method = method
+
+    def needs_calibration(self, job: StageJob) -> bool:
+        return job.smoothquant is not None and job.stage == "decoder"
+
+    def check_available(self) -> None:
+        return None
+
+    def run(self, job: StageJob) -> StageResult:
+        model, sq = smoothed_model(job)
+        result = self._matmulnbits(job, model) if self.method == "matmulnbits" else self._integer(job, model)
+        if sq:
+            result.details["smoothquant"] = sq.to_dict()
+        return result
+
+    def _matmulnbits(self, job: StageJob, model) -> StageResult:
+        MatMulNBitsQuantizer = g.matmul_nbits_quantizer()
+        job.say(f"{job.stage}: dynamic INT8 (MatMulNBits 8-bit, block {self.BLOCK}, int8 activations)")
+        q = MatMulNBitsQuantizer(
+            model,
+            bits=8,
+            block_size=self.BLOCK,
+            is_symmetric=True,
+            accuracy_level=4,
+            op_types_to_quantize=("MatMul",),
+        )
+        with g.quiet_tools():
+            q.process()
+        data = g.save(q.model.model, job.dst)
+        details = {
+            "weights": f"int8 in blocks of {self.BLOCK} input channels (one scale per block)",
+            "activations": "int8 per row and block, computed at run time (accuracy_level 4)",
+            "ops": g.op_counts(q.model.model),
+        }
+        return StageResult("dynamic (MatMulNBits 8-bit)", self.tool, _ort_version(), data, "all", details)
+
+    def _integer(self, job: StageJob, model) -> StageResult:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        job.workdir.mkdir(parents=True, exist_ok=True)
+        src = job.workdir / "input.onnx"
+        g.save(model, src)
+        del model
+        job.say(f"{job.stage}: dynamic INT8 (ONNX Runtime quantize_dynamic, MatMul, per-channel)")
+        out = job.workdir / "output.onnx"
+        with g.quiet_tools():
+            quantize_dynamic(
+                str(src),
+                str(out),
+                op_types_to_quantize=["MatMul"],
+                per_channel=True,
+                reduce_range=True,
+                weight_type=QuantType.QInt8,
+                use_external_data_format=True,
+                extra_options={
+                    # Only weight matmuls: activation x activation products (tower attention) stay fp32.
+                    "MatMulConstBOnly": True,
+                    # ONNX shape inference cannot type the outputs of contrib ops (GroupQueryAttention...).
+                    "DefaultTensorType": 1,
+                },
+            )
+        model = g.load(out)
+        data = g.save(model, job.dst)
+        details = {
+            "weights": "int8 per output channel, 7-bit range (reduce_range, see int8.py)",
+            "activations": "uint8 per tensor, computed at run time",
+            "ops": g.op_counts(model),
+        }
+        return StageResult("dynamic (MatMulInteger)", self.tool, _ort_version(), data, "all", details)
+
+
+class Int8Static:
+    precision = "int8"
+    tool = "nvidia-modelopt"
+
+    def __init__(self, quantize_head: bool = False) -> None:
+        self.quantize_head = quantize_head
+
+    def needs_calibration(self, job: StageJob) -> bool:
+        return True
+
+    def check_available(self) -> None:
+        modelopt_onnx.require(self.precision)
+
+    def run(self, job: StageJob) -> StageResult:
+        model, sq = smoothed_model(job, keep_head=not self.quantize_head)
+        _, data, common = modelopt_onnx.static_qdq(job, model, "int8", "static INT8 Q/DQ", self.quantize_head)
+        details = {
+            "weights": "int8 per output channel (DequantizeLinear)",
+            "activations": "int8 per tensor, static ('max' calibration)",
+            **common,
+        }
+        if sq:
+            details["smoothquant"] = sq.to_dict()
+        method = "static Q/DQ" + (f" + SmoothQuant alpha={job.smoothquant}" if sq else "")
+        # 'basic': ONNX Runtime's CPU fusions turn Q/DQ into u8 x s8 kernels that saturate on AVX2
+        # (see Int8Dynamic); 'basic' computes exactly what the Q/DQ graph says, as TensorRT does.
+        return StageResult(method, self.tool, modelopt_onnx.version() or "?", data, "basic", details)

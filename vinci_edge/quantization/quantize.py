@@ -1,0 +1,275 @@
+"""`vinci-edge quantize`: an fp32 engine folder in, a quantized engine folder out.
+
+    parse + check the request (precisions, stages, target, input engine, calibration files)   no I/O
+    build the calibration set, if a precision needs it          (the fp32 engine's own pipeline)
+    one handler per stage -> <stage>.onnx in OUT/.partial       (the others are copied unchanged)
+    manifest: per stage precision, method, tool + version, calibration record
+    rename .partial -> OUT
+
+Everything that can be refused is refused before any work starts, and any failure removes the
+.partial folder (and the folders made for it): a failed run leaves nothing that looks like an
+engine, and an engine that --force was to replace stays as it was. --force replaces only an engine
+folder (or an empty one), never a folder holding something else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vinci_edge import __version__
+from vinci_edge.errors import ConfigError, EngineError
+from vinci_edge.export.manifest import MANIFEST, STAGE_NAMES, write_manifest
+from vinci_edge.quantization import graph as g
+from vinci_edge.quantization.calibration import CalibrationSources, build_calibration
+from vinci_edge.quantization.fp8 import Fp8
+from vinci_edge.quantization.handler import Handler, StageJob
+from vinci_edge.quantization.int4 import Int4, Int4Awq
+from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
+from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
+
+HANDLERS: dict[str, Handler] = {
+    h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq())
+}
+SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic")
+
+Progress = Callable[[str], None]
+
+
+def parse_precisions(spec: str, stages: list[str]) -> dict[str, str]:
+    """'int8' (every stage) or 'vision=int8,audio=int8,decoder=int4' -> {stage: precision}.
+
+    Stages not named stay fp32, except image_projector, which follows vision (it holds the same
+    projector weights, used for dynamic-S2 images)."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise ConfigError("--precision is empty", hint=_precision_hint())
+    if "=" not in spec:
+        _check_precision(spec)
+        return {s: spec for s in stages}
+    out: dict[str, str] = {}
+    for item in spec.split(","):
+        if "=" not in item:
+            raise ConfigError(f"--precision item {item!r} is not STAGE=PRECISION", hint=_precision_hint())
+        stage, precision = (x.strip() for x in item.split("=", 1))
+        if stage not in STAGE_NAMES:
+            raise ConfigError(
+                f"unknown stage {stage!r} in --precision", hint=f"stages: {', '.join(STAGE_NAMES)}"
+            )
+        if stage not in stages:
+            raise ConfigError(
+                f"--precision names the {stage} stage, which this engine does not have",
+                hint=f"the engine's stages: {', '.join(stages)}",
+            )
+        _check_precision(precision)
+        out[stage] = precision
+    if "image_projector" in stages and "image_projector" not in out and "vision" in out:
+        out["image_projector"] = out["vision"]
+    return {s: out.get(s, "fp32") for s in stages}
+
+
+def _check_precision(p: str) -> None:
+    if p not in ALL_PRECISIONS:
+        raise ConfigError(f"unknown precision {p!r}", hint=_precision_hint())
+
+
+def _precision_hint() -> str:
+    return (
+        f"precisions: {', '.join(ALL_PRECISIONS)}; one for every stage (--precision int8-dynamic) or per "
+        "stage (--precision vision=int8,audio=int8,decoder=int4)"
+    )
+
+
+def load_fp32_manifest(engine: Path) -> dict[str, Any]:
+    """The input engine's manifest, refused unless it is an fp32 engine straight from export."""
+    from vinci_edge.runtime.engine import Engine
+
+    manifest = Engine.load(engine).manifest  # every check the runtime does
+    if "quantization" in manifest or any(
+        p.get("method", "none") != "none" for p in manifest.get("precision", {}).values()
+    ):
+        done = manifest.get("quantization", {}).get("precisions") or {
+            s: p.get("precision", p.get("method")) for s, p in manifest.get("precision", {}).items()
+        }
+        raise EngineError(
+            f"{engine} is already a quantized engine ({', '.join(f'{k}={v}' for k, v in done.items())})",
+            hint="quantize the fp32 engine that `vinci-edge export` wrote: quantizing a quantized graph "
+            "compounds the rounding and loses the record of what was done",
+        )
+    wrong = {s: e.get("dtype") for s, e in manifest["stages"].items() if e.get("dtype") != "float32"}
+    if wrong:
+        raise EngineError(
+            f"{engine} is not an fp32 engine (stage dtypes {wrong})",
+            hint="export with --dtype fp32 and quantize that",
+        )
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def quantize_engine(
+    engine: str | Path,
+    out: str | Path,
+    precision: str,
+    target: str | None = None,
+    calib_videos: list[Path] | None = None,
+    calib_audios: list[Path] | None = None,
+    calib_texts: list[Path] | None = None,
+    calib_size: int = 16,
+    seed: int = 0,
+    smoothquant: float | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    handlers: dict[str, Handler] | None = None,
+) -> dict[str, Any]:
+    """Write the quantized engine to `out` and return its manifest. `handlers` overrides the
+    handler of a precision (Python API only: e.g. `Int8Dynamic("matmul-integer")` for comparisons)."""
+    say = progress or (lambda s: None)
+    engine, out = Path(engine), Path(out)
+    if out.resolve() == engine.resolve():
+        raise EngineError("--out is the input engine", hint="write the quantized engine to another folder")
+    manifest = load_fp32_manifest(engine)
+    stages = list(manifest["stages"])
+    precisions = parse_precisions(precision, stages)
+    check_target(target, precisions)
+    if smoothquant is not None:
+        if not 0.0 <= smoothquant <= 1.0:
+            raise ConfigError(
+                f"--smoothquant {smoothquant} is outside [0, 1]", hint="typical values: 0.5 - 0.85"
+            )
+        if precisions.get("decoder") not in SMOOTHQUANT_PRECISIONS:
+            raise ConfigError(
+                "--smoothquant applies to the decoder at int8 or int8-dynamic",
+                hint=f"the decoder's precision here is {precisions.get('decoder')}",
+            )
+    registry = {**HANDLERS, **(handlers or {})}
+    by_stage = {s: registry[p] for s, p in precisions.items() if p != "fp32"}
+    if not by_stage:
+        raise ConfigError("every stage would stay fp32: nothing to quantize", hint=_precision_hint())
+    for h in {id(h): h for h in by_stage.values()}.values():
+        h.check_available()
+    if out.exists() and not force:
+        raise EngineError(f"{out} already exists", hint="choose another --out or pass --force to replace it")
+    if out.exists() and not (out.is_dir() and ((out / MANIFEST).is_file() or not any(out.iterdir()))):
+        # --force replaces an engine folder, never a folder (or file) that holds something else.
+        raise EngineError(
+            f"{out} exists and is not an engine folder: --force will not replace it",
+            hint="choose another --out (an engine folder or a path that does not exist)",
+        )
+
+    tmp = out.with_name(f".{out.name}.partial")
+    work = tmp / ".work"
+    jobs = {
+        s: StageJob(
+            s,
+            engine / manifest["stages"][s]["file"],
+            tmp / manifest["stages"][s]["file"],
+            work / s,
+            manifest["stages"][s],
+            smoothquant=smoothquant if s == "decoder" else None,
+            say=say,
+        )
+        for s in by_stage
+    }
+    sources = None
+    calibrated = {s for s, j in jobs.items() if by_stage[s].needs_calibration(j)}
+    if calibrated:
+        sources = CalibrationSources.resolve(
+            calib_videos, calib_audios, calib_texts, calib_size, seed, stages=calibrated
+        )
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    # Folders above --out that this run creates go too if it fails (nothing half-written remains).
+    created = [d for d in reversed(tmp.parents) if not d.exists()]
+    tmp.mkdir(parents=True)
+    started = time.perf_counter()
+    try:
+        calibration = None
+        if sources is not None:
+            say(f"building the calibration set ({calib_size} requests, seed {seed})")
+            calibration = build_calibration(engine, sources, say)
+            for j in jobs.values():
+                j.calibration = calibration
+        new = json.loads(json.dumps(manifest))  # deep copy
+        versions: dict[str, str] = {}
+        for stage in stages:
+            entry = new["stages"][stage]
+            if stage not in by_stage:
+                _copy_stage(engine, tmp, entry["file"])
+                new["precision"][stage] = {
+                    **new["precision"].get(stage, {}),
+                    "precision": "fp32",
+                    "method": "none",
+                }
+                continue
+            handler, job = by_stage[stage], jobs[stage]
+            t0 = time.perf_counter()
+            result = handler.run(job)
+            shutil.rmtree(job.workdir, ignore_errors=True)
+            versions[result.tool] = result.tool_version
+            entry["external_data"] = result.external_data
+            entry["precision"] = precisions[stage]
+            if result.ort_optimization != "all":
+                entry["ort_optimization"] = result.ort_optimization
+            needs_calib = handler.needs_calibration(job)
+            new["precision"][stage] = {
+                "dtype": entry["dtype"],
+                "precision": precisions[stage],
+                "method": result.method,
+                "tool": result.tool,
+                "tool_version": result.tool_version,
+                "calibration": calibration.stage_record(stage) if needs_calib and calibration else None,
+                "details": result.details,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            size, was = g.stage_bytes(tmp, entry["file"]), g.stage_bytes(engine, entry["file"])
+            say(f"{stage}: {precisions[stage]} written ({size / 1e6:.1f} MB, fp32 {was / 1e6:.1f} MB)")
+        shutil.rmtree(work, ignore_errors=True)
+        _copy_text(engine, tmp, new)
+        new["exporters"] = {**new.get("exporters", {}), **versions}
+        new["created"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        new["quantization"] = {
+            "source_engine": str(engine.resolve()),
+            "source_manifest_sha256": _sha256(engine / MANIFEST),
+            "target": target,
+            "precisions": precisions,
+            "smoothquant": smoothquant,
+            "calibration": calibration.record if calibration else None,
+            "vinci_edge": __version__,
+        }
+        write_manifest(tmp, new)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    say(f"quantized engine written to {out} in {time.perf_counter() - started:.1f} s")
+    return new
+
+
+def _copy_stage(src: Path, dst: Path, file: str) -> None:
+    shutil.copy2(src / file, dst / file)
+    data = src / (file + ".data")
+    if data.is_file():
+        shutil.copy2(data, dst / data.name)
+
+
+def _copy_text(src: Path, dst: Path, manifest: dict[str, Any]) -> None:
+    """The embedding table and the tokenizer are not quantized: the table is memory-mapped and only
+    the rows a prompt uses are read."""
+    text = manifest["text"]
+    shutil.copy2(src / text["embed_tokens"]["file"], dst / text["embed_tokens"]["file"])
+    shutil.copytree(src / text["tokenizer"], dst / text["tokenizer"])

@@ -1,0 +1,78 @@
+"""`vinci-edge quant-report`: what each quantized variant of an engine costs in accuracy.
+
+    vinci-edge quant-report --engine engine/smol --variant engine/smol-int8 --variant engine/smol-int4 \
+        --out report/
+
+Writes accuracy.json (keys in docs/quantization.md), accuracy.md and accuracy.svg into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _say(msg: str) -> None:
+    print(f"[vinci-edge] quant-report: {msg}", file=sys.stderr, flush=True)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quant-report",
+        help="accuracy of quantized engines against their fp32 engine (JSON + Markdown + SVG)",
+        description="Per variant and stage: cosine and max relative error of each stage's output against "
+        "fp32 on real media, LLM perplexity on real English text, greedy-answer agreement and size.",
+    )
+    p.add_argument("--engine", required=True, type=Path, help="the fp32 engine (from `vinci-edge export`)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="a quantized engine (repeatable)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="folder for accuracy.json / .md / .svg")
+    p.add_argument("--text", type=Path, default=None, help="English text for perplexity (default: GPL-3)")
+    p.add_argument("--tokens", type=_positive, default=256, help="perplexity window in tokens (default 256)")
+    p.add_argument("--text-offset", type=int, default=0, help="first token of the window (default 0)")
+    p.add_argument(
+        "--answer-tokens", type=_positive, default=32, help="tokens per greedy answer (default 32)"
+    )
+    p.add_argument("--video", type=Path, default=None, help="clip for vision/audio and a video prompt")
+    p.add_argument("--audio", type=Path, default=None, help="audio file for the audio stage")
+    p.add_argument("--image", type=Path, default=None, help="image for the dynamic-S2 image projector")
+    p.add_argument("--num-frames", type=_positive, default=None, help="frames per video (default: model's)")
+    p.add_argument("--towers-only", action="store_true", help="skip the LLM (perplexity and answers)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: one per core)")
+    p.set_defaults(func=cmd_quant_report)
+
+
+def cmd_quant_report(args: argparse.Namespace) -> int:
+    from vinci_edge.quantization.accuracy import AccuracySettings, measure
+    from vinci_edge.quantization.report import markdown, write_report
+
+    settings = AccuracySettings(
+        text=args.text,
+        text_tokens=args.tokens,
+        text_offset=args.text_offset,
+        answer_tokens=args.answer_tokens,
+        video=args.video,
+        audio=args.audio,
+        image=args.image,
+        num_frames=args.num_frames,
+        decoder=not args.towers_only,
+    )
+    report = measure(args.engine, args.variant, settings, progress=_say, threads=args.threads)
+    paths = write_report(report, args.out)
+    print(markdown(report))
+    _say("wrote " + ", ".join(str(p) for p in paths))
+    return 0
