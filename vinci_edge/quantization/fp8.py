@@ -18,18 +18,8 @@ from vinci_edge.quantization import modelopt_onnx
 from vinci_edge.quantization.handler import StageJob, StageResult
 
 
-class Fp8:
+class Fp8(modelopt_onnx.StaticQdqHandler):
     precision = "fp8"
-    tool = "nvidia-modelopt"
-
-    def __init__(self, quantize_head: bool = False) -> None:
-        self.quantize_head = quantize_head
-
-    def needs_calibration(self, job: StageJob) -> bool:
-        return True
-
-    def check_available(self) -> None:
-        modelopt_onnx.require(self.precision)
 
     def run(self, job: StageJob) -> StageResult:
         model = g.load(job.src)

@@ -132,15 +132,8 @@ def awq_cache_bytes(model, samples: list[dict[str, np.ndarray]]) -> int:
     return 4 * positions * sum(int(inits[n.input[1]].dims[0]) for n in g.weight_matmuls(model))
 
 
-class Int4Awq:
+class Int4Awq(modelopt_onnx.ModelOptHandler):
     precision = "int4-awq"
-    tool = "nvidia-modelopt"
-
-    def needs_calibration(self, job: StageJob) -> bool:
-        return True
-
-    def check_available(self) -> None:
-        modelopt_onnx.require(self.precision)
 
     def run(self, job: StageJob) -> StageResult:
         from vinci_edge.quantization.calibration import make_reader

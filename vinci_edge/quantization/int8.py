@@ -158,18 +158,8 @@ class Int8Dynamic:
         return StageResult("dynamic (MatMulInteger)", self.tool, _ort_version(), data, "all", details)
 
 
-class Int8Static:
+class Int8Static(modelopt_onnx.StaticQdqHandler):
     precision = "int8"
-    tool = "nvidia-modelopt"
-
-    def __init__(self, quantize_head: bool = False) -> None:
-        self.quantize_head = quantize_head
-
-    def needs_calibration(self, job: StageJob) -> bool:
-        return True
-
-    def check_available(self) -> None:
-        modelopt_onnx.require(self.precision)
 
     def run(self, job: StageJob) -> StageResult:
         model, sq = smoothed_model(job, keep_head=not self.quantize_head)

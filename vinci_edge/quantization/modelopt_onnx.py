@@ -139,6 +139,26 @@ def quantize(
     return onnx.load(str(out), load_external_data=True)
 
 
+class ModelOptHandler:
+    """What the ModelOpt precisions share: calibrated, and refused up front without ModelOpt."""
+
+    precision: str
+    tool = "nvidia-modelopt"
+
+    def needs_calibration(self, job) -> bool:
+        return True
+
+    def check_available(self) -> None:
+        require(self.precision)
+
+
+class StaticQdqHandler(ModelOptHandler):
+    """INT8 / FP8 static Q/DQ: the LM head stays fp32 unless `quantize_head` (see int8.py)."""
+
+    def __init__(self, quantize_head: bool = False) -> None:
+        self.quantize_head = quantize_head
+
+
 def static_qdq(job, model: onnx.ModelProto, mode: str, label: str, quantize_head: bool):
     """INT8 / FP8 static Q/DQ on every linear layer of `model` (the LM head only when
     `quantize_head`), 'max' calibration on the job's samples; writes job.dst.
