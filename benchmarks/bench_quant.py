@@ -41,12 +41,14 @@ VARIANTS: dict[str, tuple[str, float | None]] = {
     "int4": ("int4", None),
     "int8": ("int8", None),
     "int8-sq": ("int8", 0.8),  # the best of 0.5 / 0.8 / 0.9 on SmolLM2 (int8.py)
+    "int8-sq-keep": ("int8", 0.8),  # + the MLP down projections left fp32 (KEEP_FP32)
     "fp8": ("fp8", None),
     "int4-awq": ("int4-awq", None),
     "mixed": ("vision=int8,audio=int8,decoder=int4", None),
 }
+KEEP_FP32 = {"int8-sq-keep": ["down_proj"]}  # --keep-fp32 per variant
 SPEED_GOALS = {"int8-dynamic": 2.0, "int4": 3.0}  # x fp32 decode tokens/s
-TRT_ONLY = {"int8", "int8-sq", "fp8", "int4-awq"}  # Q/DQ graphs meant for TensorRT
+TRT_ONLY = {"int8", "int8-sq", "int8-sq-keep", "fp8", "int4-awq"}  # Q/DQ graphs meant for TensorRT
 
 
 def _errors_path() -> Path:
@@ -75,6 +77,7 @@ def build(names: list[str], calib_size: int, rebuild: bool = False) -> dict[str,
                 calib_size=calib_size,
                 seed=0,
                 smoothquant=alpha,
+                keep_fp32=KEEP_FP32.get(name),
                 force=rebuild,
                 progress=lambda s, n=name: say(f"{n}: {s}"),
             )

@@ -322,6 +322,47 @@ def test_qdq_sits_on_linear_layers_only(quantized, tiny_engine, name, weight_typ
                 assert all(prod.get(i) is None or prod[i].op_type != "DequantizeLinear" for i in node.input)
 
 
+def test_keep_fp32_leaves_the_named_decoder_layers_unquantized(tiny_engine, calib, tmp_path):
+    """--keep-fp32 down_proj: the MLP down projections (nodes `l<i>.mlp_out`) keep their fp32 weight
+    and see no quantizer; every other decoder linear layer (but the head) is still Q/DQ."""
+    pytest.importorskip("modelopt.onnx.quantization", reason="ModelOpt precisions need [quant]")
+    from vinci_edge.quantization import graph as g
+    from vinci_edge.quantization.quantize import quantize_engine
+
+    out = tmp_path / "int8-keep"
+    quantize_engine(tiny_engine, out, "decoder=int8", keep_fp32=["down_proj"], **calib)
+    manifest = _manifest(out)
+    assert manifest["quantization"]["keep_fp32"] == ["down_proj"]
+    assert manifest["precision"]["decoder"]["details"]["kept_fp32"] == ["down_proj"]
+    model = g.load(out / "decoder.onnx")
+    prod, inits = g.producers(model), g.initializer_map(model)
+    kept = [n for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(".mlp_out")]
+    assert kept, "the tiny decoder has MLP down projections"
+    for node in kept:
+        assert node.input[1] in inits and inits[node.input[1]].data_type == onnx.TensorProto.FLOAT
+        assert prod.get(node.input[0]) is None or prod[node.input[0]].op_type != "DequantizeLinear"
+    quantized_nodes = (
+        {n.name for n in model.graph.node if n.op_type == "MatMul"}
+        - {n.name for n in kept}
+        - {prod["logits"].name}
+    )
+    for name in quantized_nodes & _weight_matmul_names(tiny_engine / "decoder.onnx"):
+        node = next(n for n in model.graph.node if n.name == name)
+        assert prod[node.input[1]].op_type == "DequantizeLinear", name
+
+
+def test_refuses_bad_keep_fp32(tiny_engine, tmp_path):
+    _refuse(tmp_path, tiny_engine, ConfigError, "unknown decoder layers mlp", "int8", keep_fp32=["mlp"])
+    _refuse(
+        tmp_path,
+        tiny_engine,
+        ConfigError,
+        "applies to the decoder at int8 or fp8",
+        "int4",
+        keep_fp32=["down_proj"],
+    )
+
+
 def test_int4_awq_is_weight_only_4bit(quantized):
     engine = quantized("int4-awq")
     model = onnx.load(str(engine / "decoder.onnx"), load_external_data=False)

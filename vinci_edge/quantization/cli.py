@@ -22,7 +22,8 @@ precisions (one for every stage, or STAGE=PRECISION,... per stage):
   int4          CPU (ONNX Runtime): 4-bit weights in blocks of 32 (MatMulNBits), the LM head at
                 8 bits. No calibration.
   int8          TensorRT: static Q/DQ on the linear layers, activation ranges calibrated (NVIDIA
-                ModelOpt). --smoothquant ALPHA smooths the decoder's outliers first.
+                ModelOpt). --smoothquant ALPHA smooths the decoder's outliers first;
+                --keep-fp32 down_proj leaves the MLP down projections out (LLM accuracy).
   fp8           TensorRT on Ada, Hopper, Thor: E4M3 Q/DQ, calibrated (ModelOpt). Not on Orin.
   int4-awq      TensorRT: 4-bit weights in blocks of 128 with AWQ scales, calibrated (ModelOpt).
   fp32          leave the stage as exported.
@@ -74,6 +75,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calib_size=args.calib_size,
         seed=args.seed,
         smoothquant=args.smoothquant,
+        keep_fp32=args.keep_fp32.split(",") if args.keep_fp32 else None,
         force=args.force,
         progress=_say,
     )
@@ -135,6 +137,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ALPHA",
         help="SmoothQuant the decoder before int8 / int8-dynamic (alpha in [0, 1]; "
         "of 0.5, 0.8 and 0.9, 0.8 kept SmolLM2 closest to fp32 at int8)",
+    )
+    p.add_argument(
+        "--keep-fp32",
+        metavar="LAYERS",
+        help="decoder layers left out of static int8 / fp8, comma-separated: qkv, o_proj, gate_up, "
+        "down_proj (SmolLM2: int8 + --smoothquant 0.8 + --keep-fp32 down_proj is +1.3%% perplexity, "
+        "+10%% without it)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it is an engine folder")
     p.add_argument("--json", action="store_true", help="print the per-stage precision record as JSON")

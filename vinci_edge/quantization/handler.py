@@ -24,6 +24,7 @@ class StageJob:
     entry: dict[str, Any]  # the stage's manifest entry in the fp32 engine
     calibration: CalibrationSet | None = None
     smoothquant: float | None = None  # SmoothQuant alpha (decoder, INT8 precisions)
+    keep_fp32: tuple[str, ...] = ()  # decoder layer kinds left out of static int8 / fp8 (DECODER_LAYERS)
     say: Callable[[str], None] = lambda s: None
 
     @property

@@ -139,6 +139,10 @@ def quantize(
     return onnx.load(str(out), load_external_data=True)
 
 
+# Linear layers of the exported decoder by kind -> the suffix of their node names (export/decoder.py).
+DECODER_LAYERS = {"qkv": ".qkv", "o_proj": ".o", "gate_up": ".gu", "down_proj": ".mlp_out"}
+
+
 class ModelOptHandler:
     """What the ModelOpt precisions share: calibrated, and refused up front without ModelOpt."""
 
@@ -161,13 +165,19 @@ class StaticQdqHandler(ModelOptHandler):
 
 def static_qdq(job, model: onnx.ModelProto, mode: str, label: str, quantize_head: bool):
     """INT8 / FP8 static Q/DQ on every linear layer of `model` (the LM head only when
-    `quantize_head`), 'max' calibration on the job's samples; writes job.dst.
+    `quantize_head`; none of the decoder layers in job.keep_fp32), 'max' calibration on the job's
+    samples; writes job.dst.
 
     Returns (quantized model, external data file name, details for the manifest)."""
     from vinci_edge.quantization.calibration import make_reader
 
     head = None if quantize_head else g.output_head(model)
-    linear = [n.name for n in g.weight_matmuls(model) if head is None or n.name != head.name]
+    keep = tuple(DECODER_LAYERS[k] for k in job.keep_fp32)
+    linear = [
+        n.name
+        for n in g.weight_matmuls(model)
+        if (head is None or n.name != head.name) and not n.name.endswith(keep or ("\0",))
+    ]
     samples = job.calibration.for_stage(job.stage)
     job.say(f"{job.stage}: {label} (ModelOpt, max calibration on {len(samples)} samples)")
     q = quantize(
@@ -181,6 +191,7 @@ def static_qdq(job, model: onnx.ModelProto, mode: str, label: str, quantize_head
     data = g.save(q, job.dst)
     details = {
         "quantized_matmuls": len(linear),
+        "kept_fp32": list(job.keep_fp32),
         "head": None if head is None else f"fp32, not quantized ({head.name})",
         "ops": g.op_counts(q),
     }

@@ -33,12 +33,14 @@ from vinci_edge.quantization.fp8 import Fp8
 from vinci_edge.quantization.handler import Handler, StageJob
 from vinci_edge.quantization.int4 import Int4, Int4Awq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
+from vinci_edge.quantization.modelopt_onnx import DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
 
 HANDLERS: dict[str, Handler] = {
     h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq())
 }
 SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic")
+KEEP_FP32_PRECISIONS = ("int8", "fp8")
 
 Progress = Callable[[str], None]
 
@@ -127,6 +129,7 @@ def quantize_engine(
     calib_size: int = 16,
     seed: int = 0,
     smoothquant: float | None = None,
+    keep_fp32: list[str] | None = None,
     force: bool = False,
     progress: Progress | None = None,
     handlers: dict[str, Handler] | None = None,
@@ -149,6 +152,19 @@ def quantize_engine(
         if precisions.get("decoder") not in SMOOTHQUANT_PRECISIONS:
             raise ConfigError(
                 "--smoothquant applies to the decoder at int8 or int8-dynamic",
+                hint=f"the decoder's precision here is {precisions.get('decoder')}",
+            )
+    keep = tuple(keep_fp32 or ())
+    if keep:
+        unknown = sorted(set(keep) - set(DECODER_LAYERS))
+        if unknown:
+            raise ConfigError(
+                f"--keep-fp32: unknown decoder layers {', '.join(unknown)}",
+                hint=f"choose from {', '.join(DECODER_LAYERS)}",
+            )
+        if precisions.get("decoder") not in KEEP_FP32_PRECISIONS:
+            raise ConfigError(
+                "--keep-fp32 applies to the decoder at int8 or fp8 (static Q/DQ)",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
             )
     registry = {**HANDLERS, **(handlers or {})}
@@ -176,6 +192,7 @@ def quantize_engine(
             work / s,
             manifest["stages"][s],
             smoothquant=smoothquant if s == "decoder" else None,
+            keep_fp32=keep if s == "decoder" else (),
             say=say,
         )
         for s in by_stage
@@ -243,6 +260,7 @@ def quantize_engine(
             "target": target,
             "precisions": precisions,
             "smoothquant": smoothquant,
+            "keep_fp32": list(keep),
             "calibration": calibration.record if calibration else None,
             "vinci_edge": __version__,
         }
