@@ -25,6 +25,7 @@ import torch
 
 from vinci_edge import crte
 from vinci_edge import timeline as tl
+from vinci_edge.model.omnivinci import rotate_by_angles
 from vinci_edge.runtime import native_stitch as ns
 
 OP_NAME = "vinci_edge::crte_stitch"
@@ -94,15 +95,11 @@ def _stitch_reference(
         x = table[src[sel]].to(torch.float64)
         fa = freqs_a[k - 1] if k else table.new_zeros(0, dtype=torch.float64)
         fb = freqs_b[k - 1] if k else table.new_zeros(0, dtype=torch.float64)
-        rot = fa.numel() + fb.numel()
-        if rot:
+        if fa.numel() + fb.numel():
             ang = torch.cat(
                 [(scale[sel] * a[sel])[:, None] * fa[None], (scale[sel] * b[sel])[:, None] * fb[None]], 1
             )
-            head = x[:, :rot]
-            pairs = head.reshape(head.shape[0], -1, 2)
-            half = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).reshape(head.shape)
-            x = torch.cat([head * ang.cos() + half * ang.sin(), x[:, rot:]], dim=1)
+            x = rotate_by_angles(x, ang)
         out[sel] = x.to(out.dtype)
 
 

@@ -262,3 +262,23 @@ def matmul_nbits_quantizer():
             root.removeHandler(h)
     root.setLevel(level)
     return MatMulNBitsQuantizer
+
+
+NBITS_ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations per block, integer dot products
+
+
+def matmul_nbits(model: onnx.ModelProto, bits: int, block: int, symmetric: bool, **select) -> onnx.ModelProto:
+    """The model with its weight MatMuls (those `select` picks: nodes_to_include / nodes_to_exclude)
+    replaced by ONNX Runtime `MatMulNBits` at `bits`, blocks of `block` input channels."""
+    q = matmul_nbits_quantizer()(
+        model,
+        bits=bits,
+        block_size=block,
+        is_symmetric=symmetric,
+        accuracy_level=NBITS_ACCURACY_LEVEL,
+        op_types_to_quantize=("MatMul",),
+        **select,
+    )
+    with quiet_tools():
+        q.process()
+    return q.model.model

@@ -41,7 +41,6 @@ from vinci_edge.quantization.handler import StageJob, StageResult
 
 BLOCK = 32
 HEAD_BITS = 8
-ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations per block, integer dot products
 AWQ_BLOCK = 128  # TensorRT's INT4 weight-only kernels and ModelOpt's default
 AWQ_METHOD = "awq_lite"
 AWQ_MAX_SAMPLES = 8  # the per-layer scale search re-runs each layer's matmul per sample and alpha
@@ -72,7 +71,6 @@ class Int4:
             ) from exc
 
     def run(self, job: StageJob) -> StageResult:
-        MatMulNBitsQuantizer = g.matmul_nbits_quantizer()
         model = g.load(job.src)
         g.name_nodes(model)
         head = g.output_head(model)
@@ -80,36 +78,14 @@ class Int4:
         job.say(
             f"{job.stage}: INT4 MatMulNBits (block {BLOCK}, asymmetric)" + (", head 8-bit" if heads else "")
         )
-        q = MatMulNBitsQuantizer(
-            model,
-            bits=4,
-            block_size=BLOCK,
-            is_symmetric=False,
-            accuracy_level=ACCURACY_LEVEL,
-            nodes_to_exclude=heads,
-            op_types_to_quantize=("MatMul",),
-        )
-        with g.quiet_tools():
-            q.process()
-        model = q.model.model
+        model = g.matmul_nbits(model, 4, BLOCK, symmetric=False, nodes_to_exclude=heads)
         if heads:
-            q = MatMulNBitsQuantizer(
-                model,
-                bits=HEAD_BITS,
-                block_size=BLOCK,
-                is_symmetric=True,
-                accuracy_level=ACCURACY_LEVEL,
-                nodes_to_include=heads,
-                op_types_to_quantize=("MatMul",),
-            )
-            with g.quiet_tools():
-                q.process()
-            model = q.model.model
+            model = g.matmul_nbits(model, HEAD_BITS, BLOCK, symmetric=True, nodes_to_include=heads)
         data = g.save(model, job.dst)
         details = {
             "weights": f"4-bit blocks of {BLOCK} (scale + zero point per block)",
             "head": f"{HEAD_BITS}-bit blocks of {BLOCK} ({heads[0]})" if heads else None,
-            "accuracy_level": ACCURACY_LEVEL,
+            "accuracy_level": g.NBITS_ACCURACY_LEVEL,
             "ops": g.op_counts(model),
         }
         return StageResult("weight-only RTN (MatMulNBits)", self.tool, _ort_version(), data, "all", details)

@@ -103,23 +103,13 @@ class Int8Dynamic:
         return result
 
     def _matmulnbits(self, job: StageJob, model) -> StageResult:
-        MatMulNBitsQuantizer = g.matmul_nbits_quantizer()
         job.say(f"{job.stage}: dynamic INT8 (MatMulNBits 8-bit, block {self.BLOCK}, int8 activations)")
-        q = MatMulNBitsQuantizer(
-            model,
-            bits=8,
-            block_size=self.BLOCK,
-            is_symmetric=True,
-            accuracy_level=4,
-            op_types_to_quantize=("MatMul",),
-        )
-        with g.quiet_tools():
-            q.process()
-        data = g.save(q.model.model, job.dst)
+        q = g.matmul_nbits(model, 8, self.BLOCK, symmetric=True)
+        data = g.save(q, job.dst)
         details = {
             "weights": f"int8 in blocks of {self.BLOCK} input channels (one scale per block)",
             "activations": "int8 per row and block, computed at run time (accuracy_level 4)",
-            "ops": g.op_counts(q.model.model),
+            "ops": g.op_counts(q),
         }
         return StageResult("dynamic (MatMulNBits 8-bit)", self.tool, _ort_version(), data, "all", details)
 
