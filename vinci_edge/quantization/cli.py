@@ -23,7 +23,8 @@ precisions (one for every stage, or STAGE=PRECISION,... per stage):
                 8 bits. No calibration.
   int8          TensorRT: static Q/DQ on the linear layers, activation ranges calibrated (NVIDIA
                 ModelOpt). --smoothquant ALPHA smooths the decoder's outliers first;
-                --keep-fp32 down_proj leaves the MLP down projections out (LLM accuracy).
+                --keep-fp32 down_proj leaves the MLP down projections out (LLM accuracy);
+                --keep-fp32 auto lets a sensitivity sweep choose.
   fp8           TensorRT on Ada, Hopper, Thor: E4M3 Q/DQ, calibrated (ModelOpt). Not on Orin.
   int4-awq      TensorRT: 4-bit weights in blocks of 128 with AWQ scales, calibrated (ModelOpt).
   fp32          leave the stage as exported.
@@ -143,7 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LAYERS",
         help="decoder layers left out of static int8 / fp8, comma-separated: qkv, o_proj, gate_up, "
         "down_proj (SmolLM2: int8 + --smoothquant 0.8 + --keep-fp32 down_proj is +1.3%% perplexity, "
-        "+10%% without it)",
+        "+10%% without it); or 'auto': quantize all, then keep the kinds a sensitivity sweep on "
+        "calibration text finds needed for perplexity within 2%% of fp32",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it is an engine folder")
     p.add_argument("--json", action="store_true", help="print the per-stage precision record as JSON")

@@ -24,7 +24,9 @@ class Fp8(modelopt_onnx.StaticQdqHandler):
     def run(self, job: StageJob) -> StageResult:
         model = g.load(job.src)
         g.name_nodes(model)
-        _, data, common = modelopt_onnx.static_qdq(job, model, "fp8", "FP8 E4M3 Q/DQ", self.quantize_head)
+        _, data, common = modelopt_onnx.static_qdq(
+            job, model, "fp8", "FP8 E4M3 Q/DQ", self.quantize_head, "basic"
+        )
         details = {
             "weights": "float8e4m3fn per output channel (DequantizeLinear)",
             "activations": "float8e4m3fn per tensor, static ('max' calibration)",

@@ -282,3 +282,48 @@ def matmul_nbits(model: onnx.ModelProto, bits: int, block: int, symmetric: bool,
     with quiet_tools():
         q.process()
     return q.model.model
+
+
+def restore_fp32(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of the static Q/DQ graph `qdq` in which the linear layers `names` compute in fp32 again:
+    each reads its activation before the QuantizeLinear and its weight from `fp32` (the graph it
+    was quantized from). ModelOpt's 'max' calibration runs the fp32 graph, so the other layers'
+    scales are those they would get had `names` been excluded from the start: this is how a
+    sensitivity sweep tries many exclusions with a single quantization."""
+    out = onnx.ModelProto()
+    out.CopyFrom(qdq)
+    prod = producers(out)
+    # Matched by output tensor: quantizers keep those, while node names may differ between graphs.
+    fp32_nodes = {n.output[0]: n for n in weight_matmuls(fp32)}
+    fp32_inits = initializer_map(fp32)
+    for node in out.graph.node:
+        if node.name not in names:
+            continue
+        src = fp32_nodes.get(node.output[0])
+        if node.op_type != "MatMul" or src is None:
+            raise ValueError(f"{node.name} is not a linear layer of both graphs")
+        act = prod.get(node.input[0])
+        if act is not None and act.op_type == "DequantizeLinear":
+            q = prod.get(act.input[0])
+            node.input[0] = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else node.input[0]
+        weight = numpy_helper.to_array(fp32_inits[src.input[1]])
+        restored = f"{node.name}.fp32_weight"
+        out.graph.initializer.append(numpy_helper.from_array(weight, restored))
+        node.input[1] = restored
+    _drop_unused(out)
+    return out
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    """Remove nodes and initializers nothing reads (the bypassed Q/DQ pairs and their weights)."""
+    needed = {o.name for o in model.graph.output}
+    keep: list[onnx.NodeProto] = []
+    for node in reversed(list(model.graph.node)):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(keep))
+    inits = [t for t in model.graph.initializer if t.name in needed]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)

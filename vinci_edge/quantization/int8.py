@@ -153,7 +153,9 @@ class Int8Static(modelopt_onnx.StaticQdqHandler):
 
     def run(self, job: StageJob) -> StageResult:
         model, sq = smoothed_model(job, keep_head=not self.quantize_head)
-        _, data, common = modelopt_onnx.static_qdq(job, model, "int8", "static INT8 Q/DQ", self.quantize_head)
+        _, data, common = modelopt_onnx.static_qdq(
+            job, model, "int8", "static INT8 Q/DQ", self.quantize_head, "basic"
+        )
         details = {
             "weights": "int8 per output channel (DequantizeLinear)",
             "activations": "int8 per tensor, static ('max' calibration)",

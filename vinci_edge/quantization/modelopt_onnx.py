@@ -141,6 +141,7 @@ def quantize(
 
 # Linear layers of the exported decoder by kind -> the suffix of their node names (export/decoder.py).
 DECODER_LAYERS = {"qkv": ".qkv", "o_proj": ".o", "gate_up": ".gu", "down_proj": ".mlp_out"}
+AUTO = "auto"  # --keep-fp32 auto: chosen by a sensitivity sweep (sensitivity.py)
 
 
 class ModelOptHandler:
@@ -163,16 +164,19 @@ class StaticQdqHandler(ModelOptHandler):
         self.quantize_head = quantize_head
 
 
-def static_qdq(job, model: onnx.ModelProto, mode: str, label: str, quantize_head: bool):
+def static_qdq(job, model: onnx.ModelProto, mode: str, label: str, quantize_head: bool, optimization: str):
     """INT8 / FP8 static Q/DQ on every linear layer of `model` (the LM head only when
     `quantize_head`; none of the decoder layers in job.keep_fp32), 'max' calibration on the job's
-    samples; writes job.dst.
+    samples; writes job.dst. With job.keep_fp32 == ('auto',) every layer is quantized and a
+    sensitivity sweep (sensitivity.py) picks the kinds restored to fp32; `optimization` is the ONNX
+    Runtime level the sweep runs the Q/DQ graph at.
 
     Returns (quantized model, external data file name, details for the manifest)."""
     from vinci_edge.quantization.calibration import make_reader
 
+    auto = tuple(job.keep_fp32) == (AUTO,)
     head = None if quantize_head else g.output_head(model)
-    keep = tuple(DECODER_LAYERS[k] for k in job.keep_fp32)
+    keep = () if auto else tuple(DECODER_LAYERS[k] for k in job.keep_fp32)
     linear = [
         n.name
         for n in g.weight_matmuls(model)
@@ -188,11 +192,26 @@ def static_qdq(job, model: onnx.ModelProto, mode: str, label: str, quantize_head
         say=lambda s: job.say(f"{job.stage}: {s}"),
         nodes_to_quantize=linear,
     )
+    kept, sweep = list(job.keep_fp32), None
+    if auto:
+        from vinci_edge.quantization.sensitivity import choose_keep
+
+        fp32 = g.load(job.workdir / "modelopt" / "input.onnx")  # the graph ModelOpt quantized
+        chosen, sweep = choose_keep(job, q, fp32, DECODER_LAYERS, optimization)
+        suffixes = tuple(DECODER_LAYERS[k] for k in chosen)
+        restored = {n for n in linear if n.endswith(suffixes)} if chosen else set()
+        if restored:
+            q = g.restore_fp32(q, fp32, restored)
+            linear = [n for n in linear if n not in restored]
+        kept = list(chosen)
+        job.say(f"{job.stage}: kept fp32: {', '.join(chosen) or 'nothing'}")
     data = g.save(q, job.dst)
     details = {
         "quantized_matmuls": len(linear),
-        "kept_fp32": list(job.keep_fp32),
+        "kept_fp32": kept,
         "head": None if head is None else f"fp32, not quantized ({head.name})",
         "ops": g.op_counts(q),
     }
+    if sweep is not None:
+        details["sensitivity"] = sweep
     return q, data, details

@@ -33,7 +33,7 @@ from vinci_edge.quantization.fp8 import Fp8
 from vinci_edge.quantization.handler import Handler, StageJob
 from vinci_edge.quantization.int4 import Int4, Int4Awq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
-from vinci_edge.quantization.modelopt_onnx import DECODER_LAYERS
+from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
 
 HANDLERS: dict[str, Handler] = {
@@ -156,11 +156,16 @@ def quantize_engine(
             )
     keep = tuple(keep_fp32 or ())
     if keep:
-        unknown = sorted(set(keep) - set(DECODER_LAYERS))
+        unknown = sorted(set(keep) - set(DECODER_LAYERS) - {AUTO})
         if unknown:
             raise ConfigError(
                 f"--keep-fp32: unknown decoder layers {', '.join(unknown)}",
-                hint=f"choose from {', '.join(DECODER_LAYERS)}",
+                hint=f"choose from {', '.join(DECODER_LAYERS)}, or 'auto' (a sensitivity sweep chooses)",
+            )
+        if AUTO in keep and len(keep) > 1:
+            raise ConfigError(
+                "--keep-fp32 auto chooses the layers itself: it takes no layer names beside it",
+                hint="pass either --keep-fp32 auto or a list of layers",
             )
         if precisions.get("decoder") not in KEEP_FP32_PRECISIONS:
             raise ConfigError(
