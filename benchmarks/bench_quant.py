@@ -201,13 +201,15 @@ def speed_markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def accuracy(names: list[str], tokens: int, answer_tokens: int) -> dict:
+def accuracy(names: list[str], tokens: int, windows: int, answer_tokens: int) -> dict:
     from vinci_edge.quantization.accuracy import AccuracySettings, failed_entry, measure
     from vinci_edge.quantization.report import markdown, write_report
 
     engines = built(names)
     errors = json.loads(_errors_path().read_text()) if _errors_path().is_file() else {}
-    settings = AccuracySettings(text_tokens=tokens, answer_tokens=answer_tokens, video=clip())
+    settings = AccuracySettings(
+        text_tokens=tokens, text_windows=windows, answer_tokens=answer_tokens, video=clip()
+    )
     report = measure(BENCH / "smol-fp32", list(engines.values()), settings, say, names=list(engines))
     for name in names:
         if name not in engines:
@@ -252,7 +254,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--calib-size", type=int, default=16)
     ap.add_argument("--rebuild", action="store_true", help="re-quantize variants that exist (build phase)")
-    ap.add_argument("--tokens", type=int, default=256, help="perplexity window")
+    ap.add_argument("--tokens", type=int, default=512, help="tokens per perplexity window")
+    ap.add_argument("--windows", type=int, default=2, help="perplexity windows")
     ap.add_argument("--answer-tokens", type=int, default=32)
     ap.add_argument("--nano", action="store_true", help="also the nano towers row (accuracy phase)")
     args = ap.parse_args()
@@ -269,7 +272,7 @@ def main() -> None:
         (QUANT / "speed.md").write_text(speed_markdown(s))
         print(speed_markdown(s))
     if args.phase in ("accuracy", "all"):
-        accuracy(names, args.tokens, args.answer_tokens)
+        accuracy(names, args.tokens, args.windows, args.answer_tokens)
         if args.nano:
             nano_towers()
     say(f"results in {QUANT}")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vinci_edge.cli import run as cli_run
-from vinci_edge.errors import EngineError, MediaError
+from vinci_edge.errors import ConfigError, EngineError, MediaError
 from vinci_edge.quantization import accuracy as acc
 from vinci_edge.quantization.report import markdown, svg_plot, write_report
 
@@ -35,7 +35,7 @@ VARIANT_KEYS = {
     "error",
 }
 STAGE_KEYS = {"precision", "method", "bytes", "size_ratio", "cosine", "cosine_min", "max_rel_err", "rel_l2"}
-LLM_KEYS = {"perplexity", "perplexity_change_pct", "top1_agreement", "answers"}
+LLM_KEYS = {"perplexity", "perplexity_change_pct", "perplexity_change_ci95_pct", "top1_agreement", "answers"}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,13 @@ def int4_engine(tiny_engine, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def settings(clip, wav, image) -> acc.AccuracySettings:
     return acc.AccuracySettings(
-        text_tokens=TOKENS, answer_tokens=ANSWER_TOKENS, video=clip, audio=wav, image=image, num_frames=4
+        text_tokens=TOKENS,
+        text_windows=2,
+        answer_tokens=ANSWER_TOKENS,
+        video=clip,
+        audio=wav,
+        image=image,
+        num_frames=4,
     )
 
 
@@ -87,6 +93,8 @@ def test_fp32_against_itself_is_exact(report):
     llm = same["llm"]
     assert llm["perplexity"] == report["fp32"]["perplexity"]
     assert llm["perplexity_change_pct"] == 0.0
+    assert llm["perplexity_change_ci95_pct"] == [0.0, 0.0]
+    assert report["fp32"]["predicted_tokens"] == 2 * (TOKENS - 1)  # two windows, each from an empty cache
     assert llm["top1_agreement"] == 1.0
     answers = llm["answers"]
     assert answers["count"] == 5  # video, audio and three text prompts
@@ -109,33 +117,40 @@ def test_int4_variant_is_measured_not_assumed(report):
     assert v["llm"]["perplexity"] != report["fp32"]["perplexity"]
     assert v["goal"]["limit_pct"] == 8.0
     assert v["goal"]["met"] == (abs(v["llm"]["perplexity_change_pct"]) <= 8.0)
+    lo, hi = v["llm"]["perplexity_change_ci95_pct"]
+    assert lo < v["llm"]["perplexity_change_pct"] < hi
+    assert v["goal"]["met_beyond_noise"] == (max(abs(lo), abs(hi)) <= 8.0)
     assert v["size"]["stage_bytes"] < report["fp32"]["size"]["stage_bytes"]
 
 
-def _runtime_and_torch_logits(ckpt: Path, engine: Path, text: Path, tokens: int):
+def _runtime_and_torch_logits(ckpt: Path, engine: Path, text: Path, tokens: int, windows: int = 1):
+    """Logits of each window (rows concatenated) and the predicted tokens, through the runtime's
+    teacher forcing and through one full-sequence forward pass of the PyTorch reference per window."""
     import torch
 
     from vinci_edge.model.checkpoint import load_model
     from vinci_edge.runtime.pipeline import Pipeline
 
     pipe = Pipeline.from_engine(engine)
-    window = acc.text_window(pipe.tokenizer, acc.read_text(text), tokens, 0)
-    runtime = acc.teacher_forced_logits(pipe, window, "fp32", lambda s: None)
     model = load_model(ckpt)
-    with torch.inference_mode():
-        ids = torch.tensor([window])
-        ref = model.llm(inputs_embeds=model.embed_tokens(ids)).logits[0, :-1].float().numpy()
-    return window, runtime, ref
+    runtime, ref, targets = [], [], []
+    for window in acc.text_windows(pipe.tokenizer, acc.read_text(text), tokens, windows, 0):
+        runtime.append(acc.teacher_forced_logits(pipe, window, "fp32", lambda s: None))
+        with torch.inference_mode():
+            ids = torch.tensor([window])
+            ref.append(model.llm(inputs_embeds=model.embed_tokens(ids)).logits[0, :-1].float().numpy())
+        targets += window[1:]
+    return np.asarray(targets), np.concatenate(runtime), np.concatenate(ref)
 
 
 def test_runtime_perplexity_equals_the_reference_model(tiny_ckpt, tiny_engine, report, settings):
     """Teacher forcing through OrtDecoder (one position at a time, KV cache) gives the logits and the
     perplexity the PyTorch reference computes in one full-sequence forward pass."""
     text = settings.resolved().text
-    window, runtime, ref = _runtime_and_torch_logits(tiny_ckpt, tiny_engine, text, TOKENS)
+    targets, runtime, ref = _runtime_and_torch_logits(tiny_ckpt, tiny_engine, text, TOKENS, windows=2)
     # Position by position (an off-by-one in the teacher forcing would fail here, not only on average).
     np.testing.assert_allclose(runtime, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
-    torch_ppl = acc.perplexity(ref, np.asarray(window[1:]))
+    torch_ppl = acc.perplexity(ref, targets)
     # fp32 kernels differ in summation order: 1e-4 relative is ~100x the differences seen.
     assert report["fp32"]["perplexity"] == pytest.approx(torch_ppl, rel=1e-4)
 
@@ -144,9 +159,8 @@ def test_runtime_perplexity_of_smollm2_equals_the_reference_model(smol_ckpt, smo
     """The same on the real SmolLM2 LLM, where perplexity means something: real English text scores
     far below the vocabulary size (a random model's ~49k), and runtime and torch agree."""
     text = settings.resolved().text
-    window, runtime, ref = _runtime_and_torch_logits(smol_ckpt, smol_engine, text, 64)
+    targets, runtime, ref = _runtime_and_torch_logits(smol_ckpt, smol_engine, text, 64)
     np.testing.assert_allclose(runtime, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
-    targets = np.asarray(window[1:])
     runtime_ppl, torch_ppl = acc.perplexity(runtime, targets), acc.perplexity(ref, targets)
     assert runtime_ppl == pytest.approx(torch_ppl, rel=1e-4)
     assert runtime_ppl < 100
@@ -184,8 +198,15 @@ def test_report_files(report, tmp_path):
     md = paths[1].read_text()
     table = [line for line in md.splitlines() if line.startswith("| **")]
     assert [line.split("|")[1].strip() for line in table] == ["**fp32**", "**same**", "**int4**"]
-    assert "(+0.00%)" in table[1]
-    assert ("NOT met (<= 8%)" if not report["variants"][1]["goal"]["met"] else "| met (<= 8%)") in table[2]
+    assert "(+0.00%; 95%: +0.0 to +0.0)" in table[1]
+    goal = report["variants"][1]["goal"]
+    if not goal["met"]:
+        assert "NOT met (<= 8%)" in table[2]
+    elif goal["met_beyond_noise"]:
+        assert "| met (<= 8%)" in table[2]
+    else:
+        assert "met, but the 95% interval reaches past 8%" in table[2]
+    assert "; 95%: " in table[2]
     root = ET.fromstring(paths[2].read_text())
     assert root.tag.endswith("svg")
     titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
@@ -214,7 +235,18 @@ def test_towers_only(tiny_engine, int4_engine, settings):
 def test_cli_round_trip(tiny_engine, int4_engine, clip, wav, tmp_path, capsys):
     out = tmp_path / "report"
     argv = ["quant-report", "--engine", str(tiny_engine), "--variant", str(int4_engine), "--out", str(out)]
-    argv += ["--tokens", "16", "--answer-tokens", "3", "--video", str(clip), "--audio", str(wav)]
+    argv += [
+        "--tokens",
+        "16",
+        "--windows",
+        "1",
+        "--answer-tokens",
+        "3",
+        "--video",
+        str(clip),
+        "--audio",
+        str(wav),
+    ]
     argv += ["--num-frames", "4"]
     assert cli_run(argv) == 0
     captured = capsys.readouterr()
@@ -223,6 +255,7 @@ def test_cli_round_trip(tiny_engine, int4_engine, clip, wav, tmp_path, capsys):
     data = json.loads((out / "accuracy.json").read_text())
     assert [v["name"] for v in data["variants"]] == ["tiny-int4"]
     assert data["settings"]["text_tokens"] == 16 and data["settings"]["answer_tokens"] == 3
+    assert data["settings"]["text_windows"] == 1 and data["fp32"]["predicted_tokens"] == 15
     assert (out / "accuracy.md").read_text().count("| **") == 2
 
 
@@ -243,3 +276,32 @@ def test_unreadable_text_is_refused_before_any_work(tiny_engine, int4_engine, tm
         acc.measure(tiny_engine, [int4_engine], acc.AccuracySettings(text=bad))
     with pytest.raises(MediaError, match="does not exist"):
         acc.measure(tiny_engine, [int4_engine], acc.AccuracySettings(text=tmp_path / "none.txt"))
+
+
+def test_change_interval_is_paired_and_widens_with_noise():
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(1.0, 5.0, 640)
+    assert acc.change_interval(ref, ref) == [0.0, 0.0]
+    shifted = acc.change_interval(ref, ref + 0.1)  # the same change on every token: no spread
+    assert shifted == pytest.approx([100 * (np.exp(0.1) - 1)] * 2)
+    quiet = acc.change_interval(ref, ref + 0.1 + rng.normal(0, 0.1, 640))
+    noisy = acc.change_interval(ref, ref + 0.1 + rng.normal(0, 1.0, 640))
+    for lo, hi in (quiet, noisy):
+        assert lo < 100 * (np.exp(0.1) - 1) < hi
+    assert noisy[1] - noisy[0] > 5 * (quiet[1] - quiet[0])
+
+
+def test_windows_need_enough_text(tiny_engine, settings):
+    from vinci_edge.runtime.engine import Engine
+    from vinci_edge.text.tokenizer import TextTokenizer
+
+    tok = TextTokenizer.from_folder(Engine.load(tiny_engine).tokenizer_dir)
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    n = len(tok.encode(text))
+    windows = acc.text_windows(tok, text, 16, 3, 5)
+    assert [len(w) for w in windows] == [16, 16, 16]
+    assert sum(windows, []) == tok.encode(text)[5 : 5 + 48]  # consecutive, no gap, no overlap
+    with pytest.raises(MediaError, match=f"the text has {n} tokens"):
+        acc.text_windows(tok, text, n, 2, 0)
+    with pytest.raises(ConfigError, match="--windows 0"):
+        acc.AccuracySettings(**{**settings.__dict__, "text_windows": 0}).resolved()

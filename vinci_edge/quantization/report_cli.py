@@ -42,8 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="folder for accuracy.json / .md / .svg")
     p.add_argument("--text", type=Path, default=None, help="English text for perplexity (default: GPL-3)")
-    p.add_argument("--tokens", type=_positive, default=256, help="perplexity window in tokens (default 256)")
-    p.add_argument("--text-offset", type=int, default=0, help="first token of the window (default 0)")
+    p.add_argument("--tokens", type=_positive, default=512, help="tokens per perplexity window (default 512)")
+    p.add_argument(
+        "--windows",
+        type=_positive,
+        default=2,
+        help="consecutive windows, each from an empty cache (default 2: 1022 predicted tokens; a single "
+        "256-token window is too noisy to tell a few percent apart)",
+    )
+    p.add_argument("--text-offset", type=int, default=0, help="first token of the first window (default 0)")
     p.add_argument(
         "--answer-tokens", type=_positive, default=32, help="tokens per greedy answer (default 32)"
     )
@@ -63,6 +70,7 @@ def cmd_quant_report(args: argparse.Namespace) -> int:
     settings = AccuracySettings(
         text=args.text,
         text_tokens=args.tokens,
+        text_windows=args.windows,
         text_offset=args.text_offset,
         answer_tokens=args.answer_tokens,
         video=args.video,
