@@ -734,3 +734,27 @@ def test_a_failure_midway_leaves_nothing_and_keeps_the_old_engine(quantized, tin
         quantize_engine(tiny_engine, old, "int4", force=True, **kwargs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()} == files
+
+
+def test_saving_a_graph_twice_keeps_its_weights(tmp_path, monkeypatch):
+    """graph.save writes large weights to a .data file without moving them out of the caller's
+    proto: the sensitivity sweep saves the same quantized graph once per trial."""
+    from onnx import helper, numpy_helper
+
+    from vinci_edge.quantization import graph as g
+
+    monkeypatch.setattr(g, "EXTERNAL_DATA_BYTES", 0)  # every graph gets a .data file
+    w = np.arange(64 * 32, dtype=np.float32).reshape(64, 32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 32])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph)
+    for name in ("a", "b"):
+        assert g.save(model, tmp_path / f"{name}.onnx") == f"{name}.onnx.data"
+        back = g.load(tmp_path / f"{name}.onnx")
+        np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]), w)

@@ -36,8 +36,12 @@ def save(model: onnx.ModelProto, path: Path) -> str | None:
     data.unlink(missing_ok=True)  # onnx appends to an existing data file
     weight_bytes = sum(_tensor_bytes(t) for t in model.graph.initializer)
     if weight_bytes > EXTERNAL_DATA_BYTES:
+        # onnx moves the weights of the proto it is given out to the file (in place), which would
+        # leave the caller's model pointing into this file: a second save of it loses them.
+        external = onnx.ModelProto()
+        external.CopyFrom(model)
         onnx.save_model(
-            model,
+            external,
             str(path),
             save_as_external_data=True,
             all_tensors_to_one_file=True,
