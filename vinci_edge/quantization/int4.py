@@ -2,9 +2,11 @@
 
 `int4` (ONNX Runtime, CPU and CUDA providers): every linear layer becomes a `MatMulNBits` with 4-bit
 weights in blocks of 32 input channels, each block with its own scale and zero point (asymmetric:
-on SmolLM2 symmetric blocks cost +18% perplexity, asymmetric +3%). `accuracy_level=4` lets the CPU
-kernel quantize the activations to int8 per block and use integer dot products - measured 25x faster
-than the fp32-compute path for the 8-bit head, at no measurable accuracy cost.
+on SmolLM2, 1022 tokens of GPL-3 from token 256, symmetric blocks cost +38 % perplexity,
+asymmetric +28 %; from token 0, the accuracy report's default window, asymmetric is +20 %).
+`accuracy_level=4` lets the CPU kernel quantize the activations to int8 per block and use integer
+dot products - measured 25x faster than the fp32-compute path for the 8-bit head, at no measurable
+accuracy cost.
 
 The output head stays at 8 bits (MatMulNBits bits=8, same blocks): a 4-bit head destroys a small
 LLM (peers.md), and GGUF keeps it at 8 bits too. The head is found as the MatMul producing `logits`.
@@ -15,7 +17,17 @@ calibration set (awq_lite), then 4-bit blocks behind a DequantizeLinear (opset 2
 per channel (ModelOpt's `layers_8bit`). ONNX Runtime runs the DequantizeLinear + MatMul graph on
 the CPU, which is how its accuracy is measured here.
 
-Measured on SmolLM2-135M (decoder only, GPL-3, 300 tokens token by token, fp32 perplexity 20.93):
+SmolLM2's "fp32" weights are themselves 4-bit: the checkpoint is dequantized from a Q4_1 GGUF, and
+every weight lies exactly on a grid of 16 levels per block of 32 input channels whose ends are the
+block's min and max. Q4_1 stores that min as a float; MatMulNBits' integer zero point cannot
+hit it, so `int4` re-rounds every weight onto a shifted grid (the +20 % above is that second
+rounding). MatMulNBits does accept float zero points, and with them reproduces such weights
+exactly - but ONNX Runtime's CPU kernel then dequantizes per call: 2.0-2.7 ms against 46 us for a
+1536 x 576 layer (measured), slower than fp32, so it is not used.
+
+Older figures, from a single 300-token window (too short to tell a few percent apart: the
+accuracy report now uses 1022 tokens and gives an interval) - SmolLM2-135M, decoder only, GPL-3,
+fp32 perplexity 20.93:
 `int4` 21.9 (+4.6%); `int4-awq` 27.4 with blocks of 128 (4 calibration requests, default sources),
 where ModelOpt's plain round-to-nearest on the same symmetric blocks gives 33.1: the AWQ search
 recovers much of the loss. The rest of the gap to `int4` is symmetric blocks (TensorRT takes no
