@@ -64,7 +64,8 @@ def window_nll(
     from vinci_edge.runtime.decoder import OrtDecoder
 
     dec = OrtDecoder(path, spec, SessionSettings(optimization=optimization), context=len(window) + 1)
-    rows = [dec.append(np.asarray(table[tok], np.float32)[None]) for tok in window[:-1]]
+    # append returns a view of the decoder's logits buffer, which the next step overwrites: copy
+    rows = [np.array(dec.append(np.asarray(table[tok], np.float32)[None])) for tok in window[:-1]]
     del dec
     return token_nll(np.stack(rows), np.asarray(window[1:]))
 
