@@ -56,7 +56,14 @@ DEFAULT_VIDEO = Path("/usr/share/forensics-samples/original-files/movie2/movie-h
 DEFAULT_AUDIO = Path("/usr/share/sounds/alsa/Front_Center.wav")
 DEFAULT_IMAGE = Path("/usr/share/doc/opencv-doc/examples/data/fruits.jpg")
 # Perplexity goals of the issue, by the decoder's precision: INT8 / FP8 within 2 %, INT4 within 8 %.
-PERPLEXITY_GOALS = {"int8": 2.0, "int8-dynamic": 2.0, "fp8": 2.0, "int4": 8.0, "int4-awq": 8.0}
+PERPLEXITY_GOALS = {
+    "int8": 2.0,
+    "int8-dynamic": 2.0,
+    "fp8": 2.0,
+    "int4": 8.0,
+    "int4-mixed": 8.0,
+    "int4-awq": 8.0,
+}
 BATCH_TOKENS = 32  # batch length of the perplexity change's interval (module docstring)
 FRAME_BATCH = 8  # as the runtime's MediaEncoders
 CHUNK_BATCH = 4
