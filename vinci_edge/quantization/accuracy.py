@@ -335,21 +335,34 @@ def run_engine(pipe, inputs: Inputs, settings: AccuracySettings, label: str, say
 
 
 def teacher_forced_logits(pipe, window: list[int], label: str, say: Progress) -> np.ndarray:
-    """Each token of the window appended to the runtime decoder's KV cache in turn; the logits after
-    token i predict token i + 1."""
-    decoder = pipe.decoder
+    """The runtime decoder's logits over the window (decoder_logits), with progress."""
+    n = len(window) - 1
+    step = max(1, len(window) // 4)
+
+    def progress(i: int) -> None:
+        if i % step == 0:
+            say(f"{label}: perplexity window {i}/{n} tokens")
+
+    return decoder_logits(pipe.decoder, pipe.text_table, window, progress)
+
+
+def decoder_logits(
+    decoder, table: np.ndarray, window: list[int], progress: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Each token of the window (its row of the embedding `table`) appended to the decoder's KV
+    cache in turn, from empty; row i of the result, the logits after token i, predicts token i + 1.
+    `progress(i)` is called after i tokens."""
     if len(window) > decoder.context:
         raise ConfigError(
             f"a window of {len(window)} tokens exceeds the decoder context ({decoder.context})",
             hint="pass a smaller --tokens",
         )
     decoder.reset()
-    rows = np.empty((len(window) - 1, pipe.engine.stages["decoder"]["spec"]["vocab_size"]), np.float32)
-    step = max(1, len(window) // 4)
+    rows = np.empty((len(window) - 1, decoder.spec["vocab_size"]), np.float32)
     for i, tok in enumerate(window[:-1]):
-        rows[i] = decoder.append(pipe.text_table[tok][None])
-        if (i + 1) % step == 0:
-            say(f"{label}: perplexity window {i + 1}/{len(window) - 1} tokens")
+        rows[i] = decoder.append(table[tok][None])  # copied: append returns a view of its buffer
+        if progress is not None:
+            progress(i + 1)
     decoder.reset()
     return rows
 

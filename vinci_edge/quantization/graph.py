@@ -306,10 +306,10 @@ def restore_fp32(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names: Iterable[st
         src = fp32_nodes.get(node.output[0])
         if node.op_type != "MatMul" or src is None:
             raise ValueError(f"{node.name} is not a linear layer of both graphs")
-        act = prod.get(node.input[0])
-        if act is not None and act.op_type == "DequantizeLinear":
-            q = prod.get(act.input[0])
-            node.input[0] = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else node.input[0]
+        dq = prod.get(node.input[0])
+        q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            node.input[0] = q.input[0]  # the activation before its Q/DQ pair
         weight = numpy_helper.to_array(fp32_inits[src.input[1]])
         restored = f"{node.name}.fp32_weight"
         out.graph.initializer.append(numpy_helper.from_array(weight, restored))

@@ -82,68 +82,49 @@ class Int4:
                 "int4 needs onnx_ir for ONNX Runtime's MatMulNBits quantizer", hint="pip install onnx-ir"
             ) from exc
 
+    block = BLOCK  # input channels per 4-bit block
+    wide: tuple[str, ...] = ()  # node-name suffixes of the layers kept at 8 bits besides the head
+    method = "weight-only RTN (MatMulNBits)"
+
     def run(self, job: StageJob) -> StageResult:
         model = g.load(job.src)
         g.name_nodes(model)
         head = g.output_head(model)
         heads = [head.name] if head is not None else []
+        wide = [n.name for n in g.weight_matmuls(model) if n.name.endswith(self.wide) and n.name not in heads]
         job.say(
-            f"{job.stage}: INT4 MatMulNBits (block {BLOCK}, asymmetric)" + (", head 8-bit" if heads else "")
+            f"{job.stage}: INT4 MatMulNBits (block {self.block}, asymmetric)"
+            + (f", {len(wide)} MLP gate/up layers 8-bit" if wide else "")
+            + (", head 8-bit" if heads else "")
         )
-        model = g.matmul_nbits(model, 4, BLOCK, symmetric=False, nodes_to_exclude=heads)
-        if heads:
-            model = g.matmul_nbits(model, HEAD_BITS, BLOCK, symmetric=True, nodes_to_include=heads)
+        model = g.matmul_nbits(model, 4, self.block, symmetric=False, nodes_to_exclude=heads + wide)
+        if heads or wide:
+            model = g.matmul_nbits(model, HEAD_BITS, BLOCK, symmetric=True, nodes_to_include=heads + wide)
         data = g.save(model, job.dst)
         details = {
-            "weights": f"4-bit blocks of {BLOCK} (scale + zero point per block)",
+            "weights": f"4-bit blocks of {self.block} (scale + zero point per block)",
             "head": f"{HEAD_BITS}-bit blocks of {BLOCK} ({heads[0]})" if heads else None,
             "accuracy_level": g.NBITS_ACCURACY_LEVEL,
             "ops": g.op_counts(model),
         }
-        return StageResult("weight-only RTN (MatMulNBits)", self.tool, _ort_version(), data, "all", details)
-
-
-MIXED_BLOCK = 16
-MIXED_8BIT = (".gu",)  # the decoder's fused MLP gate/up projections (export/decoder.py)
+        if self.wide:  # None where a stage has none of them (the towers)
+            details["8bit_layers"] = (
+                f"{len(wide)} MLP gate/up projections, 8-bit blocks of {BLOCK}" if wide else None
+            )
+        return StageResult(self.method, self.tool, _ort_version(), data, "all", details)
 
 
 class Int4Mixed(Int4):
     """`int4-mixed` (ONNX Runtime): 4-bit blocks of 16 instead of 32, and the decoder's MLP gate/up
     projections - half its linear weights, and the most sensitive kind - at 8 bits (blocks of 32),
     as GGUF's Q4_K_M keeps some tensors at more bits. SmolLM2, 1022 tokens of GPL-3: +5.5 % (95 %:
-    +0.1 to +11) against `int4`'s +20 %, decoding at ~2.7x fp32 against `int4`'s ~3.2x (a
-    contended ad-hoc run; bench_quant.py measures it properly). Blocks of 16 alone gave +11 %,
-    8-bit gate/up alone +10 %."""
+    +0.1 to +11) against `int4`'s +20 %; CPU decode 2.16x fp32 against `int4`'s 2.72x (bench_quant,
+    AMD EPYC, 2 threads). Blocks of 16 alone gave +11 %, 8-bit gate/up alone +10 %."""
 
     precision = "int4-mixed"
-
-    def run(self, job: StageJob) -> StageResult:
-        model = g.load(job.src)
-        g.name_nodes(model)
-        head = g.output_head(model)
-        heads = [head.name] if head is not None else []
-        wide = [
-            n.name for n in g.weight_matmuls(model) if n.name.endswith(MIXED_8BIT) and n.name not in heads
-        ]
-        job.say(
-            f"{job.stage}: INT4 MatMulNBits (block {MIXED_BLOCK}, asymmetric)"
-            + (f", {len(wide)} MLP gate/up layers 8-bit" if wide else "")
-            + (", head 8-bit" if heads else "")
-        )
-        model = g.matmul_nbits(model, 4, MIXED_BLOCK, symmetric=False, nodes_to_exclude=heads + wide)
-        if heads or wide:
-            model = g.matmul_nbits(model, HEAD_BITS, BLOCK, symmetric=True, nodes_to_include=heads + wide)
-        data = g.save(model, job.dst)
-        details = {
-            "weights": f"4-bit blocks of {MIXED_BLOCK} (scale + zero point per block)",
-            "8bit_layers": f"{len(wide)} MLP gate/up projections, 8-bit blocks of {BLOCK}" if wide else None,
-            "head": f"{HEAD_BITS}-bit blocks of {BLOCK} ({heads[0]})" if heads else None,
-            "accuracy_level": g.NBITS_ACCURACY_LEVEL,
-            "ops": g.op_counts(model),
-        }
-        return StageResult(
-            "weight-only RTN, mixed 4/8-bit (MatMulNBits)", self.tool, _ort_version(), data, "all", details
-        )
+    block = 16
+    wide = (".gu",)  # the decoder's fused MLP gate/up projections (export/decoder.py)
+    method = "weight-only RTN, mixed 4/8-bit (MatMulNBits)"
 
 
 def same_length(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

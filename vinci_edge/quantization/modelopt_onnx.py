@@ -199,7 +199,7 @@ def static_qdq(job, model: onnx.ModelProto, mode: str, label: str, quantize_head
         fp32 = g.load(job.workdir / "modelopt" / "input.onnx")  # the graph ModelOpt quantized
         chosen, sweep = choose_keep(job, q, fp32, DECODER_LAYERS, optimization)
         suffixes = tuple(DECODER_LAYERS[k] for k in chosen)
-        restored = {n for n in linear if n.endswith(suffixes)} if chosen else set()
+        restored = {n for n in linear if n.endswith(suffixes)}
         if restored:
             q = g.restore_fp32(q, fp32, restored)
             linear = [n for n in linear if n not in restored]

@@ -59,15 +59,12 @@ def window_nll(
     path: Path, spec: dict[str, Any], table: np.ndarray, window: list[int], optimization: str
 ) -> np.ndarray:
     """Per-token NLL of `window` teacher-forced through the decoder graph at `path`."""
-    from vinci_edge.quantization.accuracy import token_nll
+    from vinci_edge.quantization.accuracy import decoder_logits, token_nll
     from vinci_edge.runtime.backend import SessionSettings
     from vinci_edge.runtime.decoder import OrtDecoder
 
     dec = OrtDecoder(path, spec, SessionSettings(optimization=optimization), context=len(window) + 1)
-    # append returns a view of the decoder's logits buffer, which the next step overwrites: copy
-    rows = [np.array(dec.append(np.asarray(table[tok], np.float32)[None])) for tok in window[:-1]]
-    del dec
-    return token_nll(np.stack(rows), np.asarray(window[1:]))
+    return token_nll(decoder_logits(dec, table, window), np.asarray(window[1:]))
 
 
 def choose_keep(
@@ -95,7 +92,7 @@ def choose_keep(
 
     def measure(keep: tuple[str, ...]) -> dict[str, Any]:
         if keep not in trials:
-            names = {n for n in nodes if n.endswith(tuple(kinds[k] for k in keep))} if keep else set()
+            names = {n for n in nodes if n.endswith(tuple(kinds[k] for k in keep))}
             path = scratch / "decoder.onnx"
             g.save(g.restore_fp32(qdq, fp32, names) if names else qdq, path)
             nll = window_nll(path, spec, table, window, optimization)
