@@ -39,7 +39,6 @@ QUESTION = "Describe what happens in this clip."
 VARIANTS: dict[str, tuple[str, float | None]] = {
     "int8-dynamic": ("int8-dynamic", None),
     "int4": ("int4", None),
-    "int4-mixed": ("int4-mixed", None),
     "int8": ("int8", None),
     "int8-sq": ("int8", 0.8),  # the best of 0.5 / 0.8 / 0.9 on SmolLM2 (int8.py)
     "int8-sq-keep": ("int8", 0.8),  # + the MLP down projections left fp32 (KEEP_FP32)
@@ -56,7 +55,7 @@ KEEP_FP32 = {  # --keep-fp32 per variant
     "fp8-keep": ["down_proj"],
     "fp8-auto": ["auto"],
 }
-SPEED_GOALS = {"int8-dynamic": 2.0, "int4": 3.0, "int4-mixed": 3.0}  # x fp32 decode tokens/s
+SPEED_GOALS = {"int8-dynamic": 2.0, "int4": 3.0}  # x fp32 decode tokens/s
 # Q/DQ graphs meant for TensorRT
 TRT_ONLY = {"int8", "int8-sq", "int8-sq-keep", "int8-sq-auto", "fp8", "fp8-keep", "fp8-auto", "int4-awq"}
 

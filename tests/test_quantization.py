@@ -29,7 +29,6 @@ MODELOPT = ("int8", "fp8", "int4-awq")
 SPECS = {  # name -> --precision
     "int8-dynamic": "int8-dynamic",
     "int4": "int4",
-    "int4-mixed": "int4-mixed",
     "int8": "int8",
     "fp8": "fp8",
     "int4-awq": "int4-awq",
@@ -56,7 +55,6 @@ COSINE_FLOOR = {
     "int8-sq": (0.998, 0.98),
     "fp8": (0.98, 0.96),
     "int4": (0.97, 0.80),
-    "int4-mixed": (0.97, 0.80),
     "int4-awq": (0.95, 0.70),
 }
 STAGE_PRECISION = {"mixed": {"vision": "int8", "image_projector": "int8", "audio": "int8", "decoder": "int4"}}
@@ -279,10 +277,14 @@ def test_cpu_precisions_are_matmulnbits_and_smaller(quantized, tiny_engine, name
         if stage == "decoder":
             assert list(head.values()) == [8]  # the LM head stays at 8 bits (int4.py)
         # Smaller on disk by most of the fp32 linear weights' bytes: int8 blocks cost 1 + 4/32 bytes
-        # a weight (72% saved), int4 0.5 + 4/32 + zero points (84%); convs, position tables and
-        # norms stay fp32, so the whole file shrinks less in the towers.
+        # a weight (72% saved), int4 0.5 + 4/32 + zero points (84%) - but int4 also appends a block
+        # of input sums to every layer's input (+50% columns at these 64-wide layers, +4-6% at
+        # SmolLM2's) and keeps an fp32 0/1 block-sum matrix per input width (float_min.py), which
+        # at this size weighs as much as a layer: only ~30% saved here (SmolLM2's decoder: 73%).
+        # Convs, position tables and norms stay fp32, so the whole file shrinks less in the towers.
         was, now = g.stage_bytes(tiny_engine, entry["file"]), g.stage_bytes(engine, entry["file"])
-        assert was - now >= 0.6 * _linear_weight_bytes(tiny_engine / entry["file"]), (stage, was, now)
+        saved = {"int8-dynamic": 0.6, "int4": 0.25}[name]
+        assert was - now >= saved * _linear_weight_bytes(tiny_engine / entry["file"]), (stage, was, now)
 
 
 def _linear_weight_bytes(path: Path) -> int:
@@ -782,27 +784,3 @@ def test_saving_a_graph_twice_keeps_its_weights(tmp_path, monkeypatch):
         assert g.save(model, tmp_path / f"{name}.onnx") == f"{name}.onnx.data"
         back = g.load(tmp_path / f"{name}.onnx")
         np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]), w)
-
-
-def test_int4_mixed_keeps_gate_up_at_8_bits_and_blocks_of_16(quantized, tiny_engine):
-    """int4-mixed: 4-bit blocks of 16 everywhere but the decoder's MLP gate/up projections and the
-    head (8-bit blocks of 32); nearer fp32 than int4 on the same inputs, and between int4 and
-    int8-dynamic in size."""
-    from vinci_edge.quantization import graph as g
-
-    engine = quantized("int4-mixed")
-    for stage, entry in _manifest(engine)["stages"].items():
-        nbits = [n for n in _nodes(engine / entry["file"]) if n.op_type == "MatMulNBits"]
-        assert len(nbits) == len(_weight_matmul_names(tiny_engine / entry["file"])), stage
-        for n in nbits:
-            attrs = {a.name: a.i for a in n.attribute}
-            wide = n.name.startswith("logits") or (stage == "decoder" and ".gu" in n.name)
-            assert (attrs["bits"], attrs["block_size"]) == ((8, 32) if wide else (4, 16)), (stage, n.name)
-        if stage == "decoder":
-            assert any(".gu" in n.name for n in nbits)
-        sizes = [g.stage_bytes(quantized(p), entry["file"]) for p in ("int4", "int4-mixed", "int8-dynamic")]
-        assert sizes[0] < sizes[1] < sizes[2], (stage, sizes)
-    details = _manifest(engine)["precision"]["decoder"]["details"]
-    assert "gate/up" in details["8bit_layers"] and details["weights"].startswith("4-bit blocks of 16")
-    ref, mixed, int4 = (_teacher_logits(e, "all") for e in (tiny_engine, engine, quantized("int4")))
-    assert np.abs(mixed - ref).mean() < np.abs(int4 - ref).mean()

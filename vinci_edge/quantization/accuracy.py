@@ -61,7 +61,6 @@ PERPLEXITY_GOALS = {
     "int8-dynamic": 2.0,
     "fp8": 2.0,
     "int4": 8.0,
-    "int4-mixed": 8.0,
     "int4-awq": 8.0,
 }
 BATCH_TOKENS = 32  # batch length of the perplexity change's interval (module docstring)

@@ -19,11 +19,8 @@ PRECISION_HELP = """\
 precisions (one for every stage, or STAGE=PRECISION,... per stage):
   int8-dynamic  CPU (ONNX Runtime): int8 weights in blocks of 32 + int8 activations computed at run
                 time (MatMulNBits 8-bit). No calibration. The fast CPU choice.
-  int4          CPU (ONNX Runtime): 4-bit weights in blocks of 32 (MatMulNBits), the LM head at
-                8 bits. No calibration.
-  int4-mixed    CPU (ONNX Runtime): int4 in blocks of 16, the decoder's MLP gate/up projections at
-                8 bits: nearer fp32 than int4 (SmolLM2: +5.5% perplexity against +20%), a little
-                slower and larger. No calibration.
+  int4          CPU (ONNX Runtime): 4-bit weights in blocks of 32 with a scale and a float
+                minimum each (as GGUF Q4_1; MatMulNBits), the LM head at 8 bits. No calibration.
   int8          TensorRT: static Q/DQ on the linear layers, activation ranges calibrated (NVIDIA
                 ModelOpt). --smoothquant ALPHA smooths the decoder's outliers first;
                 --keep-fp32 down_proj leaves the MLP down projections out (LLM accuracy);
@@ -106,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--precision",
         required=True,
         metavar="SPEC",
-        help="a precision for every stage (int8-dynamic, int4, int4-mixed, int8, fp8, int4-awq) or "
+        help="a precision for every stage (int8-dynamic, int4, int8, fp8, int4-awq) or "
         "STAGE=PRECISION,... (see below)",
     )
     p.add_argument(

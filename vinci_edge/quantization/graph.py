@@ -97,6 +97,11 @@ def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
+# Suffix of the constant 0/1 MatMuls that sum an input's blocks for float-minimum int4 (float_min.py):
+# arithmetic of a quantized layer, not a linear layer of the model.
+BLOCK_SUMS = "_blocksums"
+
+
 def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """MatMul nodes whose B is a 2-D weight initializer: the linear layers. Activation x activation
     matmuls (attention scores in the towers) and everything else are left alone."""
@@ -104,7 +109,10 @@ def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [
         n
         for n in model.graph.node
-        if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
+        if n.op_type == "MatMul"
+        and n.input[1] in inits
+        and len(inits[n.input[1]].dims) == 2
+        and not n.name.endswith(BLOCK_SUMS)
     ]
 
 
@@ -274,6 +282,12 @@ NBITS_ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations per block, integer dot
 def matmul_nbits(model: onnx.ModelProto, bits: int, block: int, symmetric: bool, **select) -> onnx.ModelProto:
     """The model with its weight MatMuls (those `select` picks: nodes_to_include / nodes_to_exclude)
     replaced by ONNX Runtime `MatMulNBits` at `bits`, blocks of `block` input channels."""
+    if "nodes_to_include" in select:
+        # ONNX Runtime's quantizer takes nodes_to_include as an addition to the MatMuls it quantizes
+        # anyway, not as a filter: exclude every other one.
+        include = set(select.pop("nodes_to_include"))
+        others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in include]
+        select["nodes_to_exclude"] = others
     q = matmul_nbits_quantizer()(
         model,
         bits=bits,
@@ -314,11 +328,11 @@ def restore_fp32(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names: Iterable[st
         restored = f"{node.name}.fp32_weight"
         out.graph.initializer.append(numpy_helper.from_array(weight, restored))
         node.input[1] = restored
-    _drop_unused(out)
+    drop_unused(out)
     return out
 
 
-def _drop_unused(model: onnx.ModelProto) -> None:
+def drop_unused(model: onnx.ModelProto) -> None:
     """Remove nodes and initializers nothing reads (the bypassed Q/DQ pairs and their weights)."""
     needed = {o.name for o in model.graph.output}
     keep: list[onnx.NodeProto] = []

@@ -1,38 +1,40 @@
 """INT4 weight-only, block-wise: MatMulNBits for ONNX Runtime, ModelOpt AWQ for TensorRT.
 
 `int4` (ONNX Runtime, CPU and CUDA providers): every linear layer becomes a `MatMulNBits` with 4-bit
-weights in blocks of 32 input channels, each block with its own scale and zero point (asymmetric:
-on SmolLM2, 1022 tokens of GPL-3 from token 256, symmetric blocks cost +38 % perplexity,
-asymmetric +28 %; from token 0, the accuracy report's default window, asymmetric is +20 %).
+weights in blocks of 32 input channels, each block with its own scale and a *float* minimum (GGUF's
+Q4_1; float_min.py explains how a float minimum runs on a kernel that takes integer zero points).
 `accuracy_level=4` lets the CPU kernel quantize the activations to int8 per block and use integer
 dot products - measured 25x faster than the fp32-compute path for the 8-bit head, at no measurable
 accuracy cost.
 
-The output head stays at 8 bits (MatMulNBits bits=8, same blocks): a 4-bit head destroys a small
-LLM (peers.md), and GGUF keeps it at 8 bits too. The head is found as the MatMul producing `logits`.
-No calibration: round-to-nearest (block min/max).
+The output head stays at 8 bits (MatMulNBits bits=8, symmetric, same blocks): a 4-bit head destroys a
+small LLM (peers.md), and GGUF keeps it at 8 bits too. The head is found as the MatMul producing
+`logits`. No calibration: round-to-nearest (block min/max).
+
+SmolLM2's "fp32" weights are themselves quantized: the checkpoint is dequantized from a GGUF whose
+linear layers are Q4_1 (every weight lies exactly on 16 levels per block of 32 input channels,
+from the block's min to its max) and whose head is Q8_0 (symmetric 8-bit blocks of 32). `int4`
+stores exactly those grids, so on SmolLM2 it reproduces the checkpoint up to the int8 activations
+and the 4-bit correction coefficients: -0.4 % perplexity (95 %: -1.2 to +0.5) over 1022 tokens of
+GPL-3. That measures no rounding loss at all - what INT4 costs a bf16 checkpoint (OmniVinci's) is
+not measured here. With integer zero points (ONNX Runtime's quantizer, `int4` until 2026-11) the
+same weights were re-rounded onto a shifted grid: +20 % (95 %: +13 to +29); symmetric blocks +38 %
+(over 1022 tokens from token 256).
 
 `int4-awq` (TensorRT): ModelOpt's INT4 AWQ - activation-aware per-channel scales searched on the
 calibration set (awq_lite), then 4-bit blocks behind a DequantizeLinear (opset 21), the head at 8 bits
 per channel (ModelOpt's `layers_8bit`). ONNX Runtime runs the DequantizeLinear + MatMul graph on
 the CPU, which is how its accuracy is measured here.
 
-SmolLM2's "fp32" weights are themselves 4-bit: the checkpoint is dequantized from a Q4_1 GGUF, and
-every weight lies exactly on a grid of 16 levels per block of 32 input channels whose ends are the
-block's min and max. Q4_1 stores that min as a float; MatMulNBits' integer zero point cannot
-hit it, so `int4` re-rounds every weight onto a shifted grid (the +20 % above is that second
-rounding). MatMulNBits does accept float zero points, and with them reproduces such weights
-exactly - but ONNX Runtime's CPU kernel then dequantizes per call: 2.0-2.7 ms against 46 us for a
-1536 x 576 layer (measured), slower than fp32, so it is not used.
+ONNX Runtime's MatMulNBits also accepts float zero points, which would store Q4_1 directly - but
+its CPU kernel then dequantizes per call: 0.7-2.7 ms against 16-46 us for a 1536 x 576 layer
+(measured), slower than fp32; hence float_min.py's block sums.
 
-Older figures, from a single 300-token window (too short to tell a few percent apart: the
-accuracy report now uses 1022 tokens and gives an interval) - SmolLM2-135M, decoder only, GPL-3,
-fp32 perplexity 20.93:
-`int4` 21.9 (+4.6%); `int4-awq` 27.4 with blocks of 128 (4 calibration requests, default sources),
-where ModelOpt's plain round-to-nearest on the same symmetric blocks gives 33.1: the AWQ search
-recovers much of the loss. The rest of the gap to `int4` is symmetric blocks (TensorRT takes no
-zero points; MatMulNBits keeps one per block of 32). Blocks of 64 and 32 gave 31.7 and 30.6, i.e.
-no better - presumably the search on 4 x 239 positions is noisy (not verified with a larger set).
+`int4-awq` on SmolLM2 (1022 tokens of GPL-3): +49 % (95 %: +38 to +62) - symmetric blocks of 128
+(TensorRT takes no zero points) re-round the Q4_1 weights much more coarsely than `int4`. Older
+figures from a single 300-token window: ModelOpt's plain round-to-nearest on the same symmetric
+blocks +58 %, AWQ +31 %: the scale search recovers much of the loss; blocks of 64 and 32 were no
+better (presumably the search on 4 x 239 positions is noisy; not verified with a larger set).
 
 awq_lite's scale search needs every linear layer's input on the calibration set. By default
 ModelOpt re-runs the whole graph once per layer and sample to get it: on SmolLM2's decoder
@@ -47,8 +49,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vinci_edge.quantization import float_min, modelopt_onnx
 from vinci_edge.quantization import graph as g
-from vinci_edge.quantization import modelopt_onnx
 from vinci_edge.quantization.handler import StageJob, StageResult
 
 BLOCK = 32
@@ -82,49 +84,28 @@ class Int4:
                 "int4 needs onnx_ir for ONNX Runtime's MatMulNBits quantizer", hint="pip install onnx-ir"
             ) from exc
 
-    block = BLOCK  # input channels per 4-bit block
-    wide: tuple[str, ...] = ()  # node-name suffixes of the layers kept at 8 bits besides the head
-    method = "weight-only RTN (MatMulNBits)"
-
     def run(self, job: StageJob) -> StageResult:
         model = g.load(job.src)
         g.name_nodes(model)
         head = g.output_head(model)
-        heads = [head.name] if head is not None else []
-        wide = [n.name for n in g.weight_matmuls(model) if n.name.endswith(self.wide) and n.name not in heads]
         job.say(
-            f"{job.stage}: INT4 MatMulNBits (block {self.block}, asymmetric)"
-            + (f", {len(wide)} MLP gate/up layers 8-bit" if wide else "")
-            + (", head 8-bit" if heads else "")
+            f"{job.stage}: INT4 MatMulNBits (blocks of {BLOCK}, float minimum)"
+            + (", head 8-bit" if head is not None else "")
         )
-        model = g.matmul_nbits(model, 4, self.block, symmetric=False, nodes_to_exclude=heads + wide)
-        if heads or wide:
-            model = g.matmul_nbits(model, HEAD_BITS, BLOCK, symmetric=True, nodes_to_include=heads + wide)
+        if head is not None:
+            model = g.matmul_nbits(model, HEAD_BITS, BLOCK, symmetric=True, nodes_to_include=[head.name])
+        layers = [n.name for n in g.weight_matmuls(model)]
+        model = float_min.replace_matmuls(model, layers, BLOCK, g.NBITS_ACCURACY_LEVEL)
         data = g.save(model, job.dst)
         details = {
-            "weights": f"4-bit blocks of {self.block} (scale + zero point per block)",
-            "head": f"{HEAD_BITS}-bit blocks of {BLOCK} ({heads[0]})" if heads else None,
+            "weights": f"4-bit blocks of {BLOCK}, scale + float minimum per block (as GGUF Q4_1)",
+            "head": None if head is None else f"{HEAD_BITS}-bit symmetric blocks of {BLOCK} ({head.name})",
             "accuracy_level": g.NBITS_ACCURACY_LEVEL,
             "ops": g.op_counts(model),
         }
-        if self.wide:  # None where a stage has none of them (the towers)
-            details["8bit_layers"] = (
-                f"{len(wide)} MLP gate/up projections, 8-bit blocks of {BLOCK}" if wide else None
-            )
-        return StageResult(self.method, self.tool, _ort_version(), data, "all", details)
-
-
-class Int4Mixed(Int4):
-    """`int4-mixed` (ONNX Runtime): 4-bit blocks of 16 instead of 32, and the decoder's MLP gate/up
-    projections - half its linear weights, and the most sensitive kind - at 8 bits (blocks of 32),
-    as GGUF's Q4_K_M keeps some tensors at more bits. SmolLM2, 1022 tokens of GPL-3: +5.5 % (95 %:
-    +0.1 to +11) against `int4`'s +20 %; CPU decode 2.16x fp32 against `int4`'s 2.72x (bench_quant,
-    AMD EPYC, 2 threads). Blocks of 16 alone gave +11 %, 8-bit gate/up alone +10 %."""
-
-    precision = "int4-mixed"
-    block = 16
-    wide = (".gu",)  # the decoder's fused MLP gate/up projections (export/decoder.py)
-    method = "weight-only RTN, mixed 4/8-bit (MatMulNBits)"
+        return StageResult(
+            "weight-only RTN, float minimum (MatMulNBits)", self.tool, _ort_version(), data, "all", details
+        )
 
 
 def same_length(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

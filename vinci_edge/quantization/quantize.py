@@ -31,13 +31,13 @@ from vinci_edge.quantization import graph as g
 from vinci_edge.quantization.calibration import CalibrationSources, build_calibration
 from vinci_edge.quantization.fp8 import Fp8
 from vinci_edge.quantization.handler import Handler, StageJob
-from vinci_edge.quantization.int4 import Int4, Int4Awq, Int4Mixed
+from vinci_edge.quantization.int4 import Int4, Int4Awq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
 from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
 
 HANDLERS: dict[str, Handler] = {
-    h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Mixed(), Int4Awq())
+    h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq())
 }
 SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic")
 KEEP_FP32_PRECISIONS = ("int8", "fp8")

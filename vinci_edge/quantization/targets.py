@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from vinci_edge.errors import ConfigError
 
-CPU_PRECISIONS = ("int8-dynamic", "int4", "int4-mixed")
+CPU_PRECISIONS = ("int8-dynamic", "int4")
 TRT_PRECISIONS = ("int8", "fp8", "int4-awq")
 ALL_PRECISIONS = ("fp32", *CPU_PRECISIONS, *TRT_PRECISIONS)
 

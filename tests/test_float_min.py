@@ -1,0 +1,122 @@
+"""Float-minimum 4-bit blocks (quantization/float_min.py) in real ONNX Runtime MatMulNBits sessions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from vinci_edge.quantization import float_min  # noqa: E402
+from vinci_edge.quantization import graph as g  # noqa: E402
+
+
+def _linear_model(weights: list[np.ndarray], shared_input: bool = True) -> onnx.ModelProto:
+    """y_i = x @ W_i for each weight (K, N_i); all read x (or each its own input)."""
+    k = weights[0].shape[0]
+    nodes, inits, inputs, outputs = [], [], [], []
+    for i, w in enumerate(weights):
+        x = "x" if shared_input else f"x{i}"
+        if not shared_input or i == 0:
+            inputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, ["rows", k]))
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"y{i}"], f"layer{i}"))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["rows", w.shape[1]]))
+    graph = helper.make_graph(nodes, "linear", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return s.run(None, feeds)
+
+
+def _q4_1_weights(rng: np.random.Generator, k: int, n: int, block: int) -> np.ndarray:
+    """(K, N) weights as a Q4_1 GGUF stores them: per output and block of inputs, 16 levels from a
+    float minimum, which is not a whole number of steps below 0."""
+    nb = -(-k // block)
+    q = rng.integers(0, 16, size=(n, nb, block))
+    q[..., 0], q[..., 1] = 0, 15  # every block spans all 16 levels
+    step = rng.uniform(0.002, 0.02, size=(n, nb, 1))
+    low = -step * rng.uniform(0.5, 14.5, size=(n, nb, 1))  # trained weights' blocks straddle 0
+    return (low + step * q).reshape(n, -1)[:, :k].T.copy()
+
+
+@pytest.mark.parametrize("k,block", [(96, 32), (80, 32), (96, 16)])
+def test_weights_on_a_4bit_grid_with_a_float_minimum_are_reproduced(k, block):
+    """What integer zero points cannot do: with fp32 compute (accuracy_level 0) the layer equals the
+    fp32 one up to the 4-bit rounding of the small correction coefficients; K = 80 is not a whole
+    number of blocks."""
+    rng = np.random.default_rng(0)
+    w = _q4_1_weights(rng, k, 48, block)
+    x = rng.standard_normal((5, k)).astype(np.float32)
+    ref = x @ w
+    exact = float_min.dequantize(float_min.quantize(w.T, block))[:, :k].T
+    np.testing.assert_allclose(exact, w, atol=1e-6)  # before the correction is itself quantized
+
+    model = _linear_model([w])
+    got = _run(float_min.replace_matmuls(model, ["layer0"], block, accuracy_level=0), {"x": x})[0]
+    rtn = _run(g.matmul_nbits(model, 4, block, symmetric=False), {"x": x})[0]  # integer zero points
+    err, rtn_err = np.abs(got - ref).max(), np.abs(rtn - ref).max()
+    assert err < 0.1 * rtn_err, (err, rtn_err)
+    assert err < 5e-3 * np.abs(ref).max()  # the correction coefficients are 4-bit too
+
+
+def test_int8_activations_keep_the_layer_close():
+    """accuracy_level 4 (what `int4` uses on the CPU) quantizes the inputs, and the block sums with
+    them, to int8 per block: still far nearer than integer zero points."""
+    rng = np.random.default_rng(1)
+    w = _q4_1_weights(rng, 128, 64, 32)
+    x = rng.standard_normal((7, 128)).astype(np.float32)
+    ref = x @ w
+    model = _linear_model([w])
+    got = _run(float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=4), {"x": x})[0]
+    rtn = _run(g.matmul_nbits(model, 4, 32, symmetric=False), {"x": x})[0]
+    assert np.abs(got - ref).mean() < 0.25 * np.abs(rtn - ref).mean()
+
+
+def test_on_weights_off_any_grid_it_rounds_no_worse_than_integer_zero_points():
+    """Gaussian weights (a bf16 checkpoint's situation): round-to-nearest with a float minimum has
+    a lower weight error than with an integer zero point, block for block."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((256, 64)).astype(np.float32) * 0.05
+    eye = np.eye(256, dtype=np.float32)  # x = I reads the effective weights back
+    model = _linear_model([w])
+    fmin = _run(float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=0), {"x": eye})[0]
+    rtn = _run(g.matmul_nbits(model, 4, 32, symmetric=False), {"x": eye})[0]
+    fmin_mse, rtn_mse = np.mean((fmin - w) ** 2), np.mean((rtn - w) ** 2)
+    assert fmin_mse < rtn_mse, (fmin_mse, rtn_mse)
+
+
+def test_layers_reading_one_input_share_its_block_sums():
+    rng = np.random.default_rng(3)
+    shared = _linear_model([_q4_1_weights(rng, 64, 32, 32), _q4_1_weights(rng, 64, 16, 32)])
+    out = float_min.replace_matmuls(shared, ["layer0", "layer1"], 32, accuracy_level=4)
+    ops = g.op_counts(out)
+    assert ops["MatMulNBits"] == 2 and ops["MatMul"] == 1 and ops["Concat"] == 1, ops
+    # the block sums are arithmetic of the quantized layers, not linear layers to quantize again
+    assert g.weight_matmuls(out) == []
+    own = _linear_model([_q4_1_weights(rng, 64, 32, 32)] * 2, shared_input=False)
+    assert g.op_counts(float_min.replace_matmuls(own, ["layer0", "layer1"], 32, 4))["Concat"] == 2
+
+
+def test_blocks_of_one_sign_fall_back_to_an_integer_zero_point():
+    """Far from 0 the float zero point leaves 0..15; such a block is rounded like plain asymmetric
+    RTN (range widened to 0) instead of getting a correction many steps large."""
+    w_t = np.concatenate([np.linspace(0.5, 0.6, 32), np.linspace(-0.1, 0.2, 32)])[None]
+    b = float_min.quantize(w_t, 32)
+    assert b.correction[0, 0] == 0 and b.zero[0, 0] == 0  # [0.5, 0.6] -> range [0, 0.6]
+    assert abs(b.correction[0, 1]) <= b.scale[0, 1] / 2 + 1e-12
+    err = np.abs(float_min.dequantize(b) - w_t)
+    assert err[0, :32].max() <= b.scale[0, 0] / 2 + 1e-12 and err[0, 32:].max() <= b.scale[0, 1] / 2 + 1e-12
+
+
+def test_refuses_names_that_are_not_linear_layers():
+    model = _linear_model([np.ones((32, 8), np.float32)])
+    with pytest.raises(ValueError, match="not weight MatMuls"):
+        float_min.replace_matmuls(model, ["layer0", "attention"], 32, 4)
