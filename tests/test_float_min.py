@@ -60,7 +60,7 @@ def test_weights_on_a_4bit_grid_with_a_float_minimum_are_reproduced(k, block):
     np.testing.assert_allclose(exact, w, atol=1e-6)  # before the correction is itself quantized
 
     model = _linear_model([w])
-    got = _run(float_min.replace_matmuls(model, ["layer0"], block, accuracy_level=0), {"x": x})[0]
+    got = _run(float_min.replace_matmuls(model, ["layer0"], block, accuracy_level=0)[0], {"x": x})[0]
     rtn = _run(g.matmul_nbits(model, 4, block, symmetric=False), {"x": x})[0]  # integer zero points
     err, rtn_err = np.abs(got - ref).max(), np.abs(rtn - ref).max()
     assert err < 0.1 * rtn_err, (err, rtn_err)
@@ -75,7 +75,7 @@ def test_int8_activations_keep_the_layer_close():
     x = rng.standard_normal((7, 128)).astype(np.float32)
     ref = x @ w
     model = _linear_model([w])
-    got = _run(float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=4), {"x": x})[0]
+    got = _run(float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=4)[0], {"x": x})[0]
     rtn = _run(g.matmul_nbits(model, 4, 32, symmetric=False), {"x": x})[0]
     assert np.abs(got - ref).mean() < 0.25 * np.abs(rtn - ref).mean()
 
@@ -87,7 +87,9 @@ def test_on_weights_off_any_grid_it_rounds_no_worse_than_integer_zero_points():
     w = rng.standard_normal((256, 64)).astype(np.float32) * 0.05
     eye = np.eye(256, dtype=np.float32)  # x = I reads the effective weights back
     model = _linear_model([w])
-    fmin = _run(float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=0), {"x": eye})[0]
+    fmin_model, on_grid = float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=0)
+    assert on_grid == 0.0  # no block was on a 4-bit grid
+    fmin = _run(fmin_model, {"x": eye})[0]
     rtn = _run(g.matmul_nbits(model, 4, 32, symmetric=False), {"x": eye})[0]
     fmin_mse, rtn_mse = np.mean((fmin - w) ** 2), np.mean((rtn - w) ** 2)
     assert fmin_mse < rtn_mse, (fmin_mse, rtn_mse)
@@ -96,13 +98,14 @@ def test_on_weights_off_any_grid_it_rounds_no_worse_than_integer_zero_points():
 def test_layers_reading_one_input_share_its_block_sums():
     rng = np.random.default_rng(3)
     shared = _linear_model([_q4_1_weights(rng, 64, 32, 32), _q4_1_weights(rng, 64, 16, 32)])
-    out = float_min.replace_matmuls(shared, ["layer0", "layer1"], 32, accuracy_level=4)
+    out, on_grid = float_min.replace_matmuls(shared, ["layer0", "layer1"], 32, accuracy_level=4)
+    assert on_grid == 1.0  # Q4_1 weights: every block was already on a 4-bit grid
     ops = g.op_counts(out)
     assert ops["MatMulNBits"] == 2 and ops["MatMul"] == 1 and ops["Concat"] == 1, ops
     # the block sums are arithmetic of the quantized layers, not linear layers to quantize again
     assert g.weight_matmuls(out) == []
     own = _linear_model([_q4_1_weights(rng, 64, 32, 32)] * 2, shared_input=False)
-    assert g.op_counts(float_min.replace_matmuls(own, ["layer0", "layer1"], 32, 4))["Concat"] == 2
+    assert g.op_counts(float_min.replace_matmuls(own, ["layer0", "layer1"], 32, 4)[0])["Concat"] == 2
 
 
 def test_blocks_of_one_sign_fall_back_to_an_integer_zero_point():

@@ -281,7 +281,8 @@ NBITS_ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations per block, integer dot
 
 def matmul_nbits(model: onnx.ModelProto, bits: int, block: int, symmetric: bool, **select) -> onnx.ModelProto:
     """The model with its weight MatMuls (those `select` picks: nodes_to_include / nodes_to_exclude)
-    replaced by ONNX Runtime `MatMulNBits` at `bits`, blocks of `block` input channels."""
+    replaced by ONNX Runtime `MatMulNBits` at `bits`, blocks of `block` input channels. ONNX Runtime's
+    quantizer edits `model` in place (no copy of a multi-GB proto here): use the returned one."""
     if "nodes_to_include" in select:
         # ONNX Runtime's quantizer takes nodes_to_include as an addition to the MatMuls it quantizes
         # anyway, not as a filter: exclude every other one.

@@ -95,10 +95,14 @@ class Int4:
         if head is not None:
             model = g.matmul_nbits(model, HEAD_BITS, BLOCK, symmetric=True, nodes_to_include=[head.name])
         layers = [n.name for n in g.weight_matmuls(model)]
-        model = float_min.replace_matmuls(model, layers, BLOCK, g.NBITS_ACCURACY_LEVEL)
+        model, on_grid = float_min.replace_matmuls(model, layers, BLOCK, g.NBITS_ACCURACY_LEVEL)
+        if on_grid > 0.99:
+            job.say(f"{job.stage}: {100 * on_grid:.1f}% of the blocks were 4-bit already: kept exactly")
         data = g.save(model, job.dst)
         details = {
             "weights": f"4-bit blocks of {BLOCK}, scale + float minimum per block (as GGUF Q4_1)",
+            # 1.0: the checkpoint was already 4-bit (e.g. dequantized from Q4_1) and nothing is lost
+            "blocks_already_on_grid": round(on_grid, 4),
             "head": None if head is None else f"{HEAD_BITS}-bit symmetric blocks of {BLOCK} ({head.name})",
             "accuracy_level": g.NBITS_ACCURACY_LEVEL,
             "ops": g.op_counts(model),
