@@ -108,6 +108,30 @@ def test_layers_reading_one_input_share_its_block_sums():
     assert g.op_counts(float_min.replace_matmuls(own, ["layer0", "layer1"], 32, 4)[0])["Concat"] == 2
 
 
+def test_float16_graphs_stay_float16():
+    """An fp16 engine (export --dtype float16): scales and the block-sum matrix take the graph's
+    type (MatMulNBits wants its scales in the activations' type), and the result stays close."""
+    rng = np.random.default_rng(4)
+    w = _q4_1_weights(rng, 96, 48, 32).astype(np.float16)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w0"], ["y"], "layer0")],
+        "fp16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["rows", 96])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["rows", 48])],
+        [numpy_helper.from_array(w, "w0")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out, _ = float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=4)
+    assert {t.data_type for t in out.graph.initializer if "scales" in t.name or "blocksums" in t.name} == {
+        TensorProto.FLOAT16
+    }
+    x = rng.standard_normal((5, 96)).astype(np.float16)
+    ref = x.astype(np.float32) @ w.astype(np.float32)
+    got = _run(out, {"x": x})[0]
+    assert got.dtype == np.float16
+    assert np.abs(got - ref).max() < 2e-2 * np.abs(ref).max()
+
+
 def test_blocks_of_one_sign_fall_back_to_an_integer_zero_point():
     """Far from 0 the float zero point leaves 0..15; such a block is rounded like plain asymmetric
     RTN (range widened to 0) instead of getting a correction many steps large."""
