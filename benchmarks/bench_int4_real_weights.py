@@ -79,7 +79,7 @@ def _all_layers(fn):
     return lambda model: fn(model, [n.name for n in g.weight_matmuls(model)])
 
 
-# name -> (model -> quantized model); ONNX Runtime's quantizer edits its input, so each gets a copy.
+# name -> (model -> quantized model); the quantizers edit their input, so main() passes each a copy.
 VARIANTS = {
     "int8": _all_layers(lambda m, names: g.matmul_nbits(m, 8, 32, symmetric=True)),
     "int4": _all_layers(lambda m, names: float_min.replace_matmuls(m, names, 32, g.NBITS_ACCURACY_LEVEL)[0]),
@@ -131,7 +131,8 @@ def main() -> None:
     inits = g.initializer_map(model)
     layers = g.weight_matmuls(model)
     weights = [numpy_helper.to_array(inits[n.input[1]]) for n in layers]
-    _, on_grid = float_min.replace_matmuls(model, [n.name for n in layers], 32, g.NBITS_ACCURACY_LEVEL)
+    copy = type(model).FromString(model.SerializeToString())  # the quantizers edit their input
+    _, on_grid = float_min.replace_matmuls(copy, [n.name for n in layers], 32, g.NBITS_ACCURACY_LEVEL)
     say(
         f"{len(layers)} linear layers; {100 * on_grid:.1f}% of their 4-bit blocks are on a 4-bit grid already"
     )

@@ -29,6 +29,11 @@ def _linear_model(weights: list[np.ndarray], shared_input: bool = True) -> onnx.
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Both quantizers edit the graph they get in place."""
+    return onnx.ModelProto.FromString(model.SerializeToString())
+
+
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
@@ -60,7 +65,7 @@ def test_weights_on_a_4bit_grid_with_a_float_minimum_are_reproduced(k, block):
     np.testing.assert_allclose(exact, w, atol=1e-6)  # before the correction is itself quantized
 
     model = _linear_model([w])
-    got = _run(float_min.replace_matmuls(model, ["layer0"], block, accuracy_level=0)[0], {"x": x})[0]
+    got = _run(float_min.replace_matmuls(_copy(model), ["layer0"], block, accuracy_level=0)[0], {"x": x})[0]
     rtn = _run(g.matmul_nbits(model, 4, block, symmetric=False), {"x": x})[0]  # integer zero points
     err, rtn_err = np.abs(got - ref).max(), np.abs(rtn - ref).max()
     assert err < 0.1 * rtn_err, (err, rtn_err)
@@ -75,7 +80,7 @@ def test_int8_activations_keep_the_layer_close():
     x = rng.standard_normal((7, 128)).astype(np.float32)
     ref = x @ w
     model = _linear_model([w])
-    got = _run(float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=4)[0], {"x": x})[0]
+    got = _run(float_min.replace_matmuls(_copy(model), ["layer0"], 32, accuracy_level=4)[0], {"x": x})[0]
     rtn = _run(g.matmul_nbits(model, 4, 32, symmetric=False), {"x": x})[0]
     assert np.abs(got - ref).mean() < 0.25 * np.abs(rtn - ref).mean()
 
@@ -87,7 +92,7 @@ def test_on_weights_off_any_grid_it_rounds_no_worse_than_integer_zero_points():
     w = rng.standard_normal((256, 64)).astype(np.float32) * 0.05
     eye = np.eye(256, dtype=np.float32)  # x = I reads the effective weights back
     model = _linear_model([w])
-    fmin_model, on_grid = float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=0)
+    fmin_model, on_grid = float_min.replace_matmuls(_copy(model), ["layer0"], 32, accuracy_level=0)
     assert on_grid == 0.0  # no block was on a 4-bit grid
     fmin = _run(fmin_model, {"x": eye})[0]
     rtn = _run(g.matmul_nbits(model, 4, 32, symmetric=False), {"x": eye})[0]

@@ -114,9 +114,10 @@ def replace_matmuls(
     """The model with its weight MatMuls `names` computed as float-minimum 4-bit blocks (module
     docstring), and the fraction of blocks whose weights were already on such a grid (1.0 for a
     checkpoint dequantized from Q4_1, ~0 for bf16 weights: says whether INT4 loses anything). Nodes
-    keep their outputs; each becomes `<name>_Q4` (as ONNX Runtime's quantizer names them)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    keep their outputs; each becomes `<name>_Q4` (as ONNX Runtime's quantizer names them). Like
+    that quantizer it edits `model` in place: a copy of a 7B LLM's fp32 graph would double the
+    peak memory of an export."""
+    out = model
     inits = g.initializer_map(out)
     chosen = {n.name: n for n in g.weight_matmuls(out) if n.name in names}
     if len(chosen) != len(set(names)):
