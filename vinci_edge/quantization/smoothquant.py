@@ -228,7 +228,10 @@ def _fold_target(x: str, prod, cons, w: _Weights):
         return "Mul without a split weight input"
     if p.op_type == "GroupQueryAttention" and p.output[0] == x:
         attrs = {a.name: a.i for a in p.attribute}
-        col = _split_columns(p.input[2], prod, cons, w)
+        if len(p.input) > 2 and not p.input[1] and not p.input[2]:  # packed q|k|v in input 0
+            col = _packed_v_columns(p.input[0], attrs["num_heads"], attrs["kv_num_heads"], prod, cons, w)
+        else:
+            col = _split_columns(p.input[2], prod, cons, w)
         if isinstance(col, str):
             return "attention V: " + col
         col.heads, col.kv_heads = attrs["num_heads"], attrs["kv_num_heads"]
@@ -248,14 +251,32 @@ def _split_columns(t: str, prod, cons, w: _Weights) -> _ColumnFold | str:
         return "Split is not along the last axis with constant sizes"
     sizes = numpy_helper.to_array(w.protos[split.input[1]]).astype(int)
     k = list(split.output).index(t)
-    lo, hi = int(sizes[:k].sum()), int(sizes[: k + 1].sum())
-    src = prod.get(split.input[0])
+    return _matmul_columns(split.input[0], int(sizes[:k].sum()), int(sizes[: k + 1].sum()), prod, cons, w)
+
+
+def _packed_v_columns(qkv: str, heads: int, kv_heads: int, prod, cons, w: _Weights) -> _ColumnFold | str:
+    """The V columns of a packed q|k|v projection that GroupQueryAttention reads whole."""
+    if len(cons.get(qkv, [])) != 1:
+        return f"{qkv} has several consumers"
+    src = prod.get(qkv)
+    if src is not None and src.op_type == "Add":
+        src = prod.get(next((i for i in src.input if i not in w.protos), ""))
+    if src is None or src.op_type != "MatMul" or src.input[1] not in w.protos:
+        return "packed q|k|v is not a weight MatMul"
+    width = int(w.protos[src.input[1]].dims[1])
+    head_dim = width // (heads + 2 * kv_heads)
+    return _matmul_columns(qkv, (heads + kv_heads) * head_dim, width, prod, cons, w)
+
+
+def _matmul_columns(t: str, lo: int, hi: int, prod, cons, w: _Weights) -> _ColumnFold | str:
+    """Columns [lo, hi) of MatMul(., W) (+ bias) whose output is `t`."""
+    src = prod.get(t)
     bias = None
     if src is not None and src.op_type == "Add":
         bias = next((i for i in src.input if i in w.protos), None)
         src = prod.get(next(i for i in src.input if i != bias))
     if src is None or src.op_type != "MatMul" or src.input[1] not in w.protos:
-        return "Split input is not a weight MatMul"
+        return f"{t} is not the output of a weight MatMul"
     if len(cons.get(src.output[0], [])) != 1:
         return "packed matmul output shared"
     return _ColumnFold(w, src.input[1], bias, lo, hi)
