@@ -117,9 +117,8 @@ def replace_matmuls(
     keep their outputs; each becomes `<name>_Q4` (as ONNX Runtime's quantizer names them). Like
     that quantizer it edits `model` in place: a copy of a 7B LLM's fp32 graph would double the
     peak memory of an export."""
-    out = model
-    inits = g.initializer_map(out)
-    chosen = {n.name: n for n in g.weight_matmuls(out) if n.name in names}
+    inits = g.initializer_map(model)
+    chosen = {n.name: n for n in g.weight_matmuls(model) if n.name in names}
     if len(chosen) != len(set(names)):
         raise ValueError(f"not weight MatMuls of the graph: {sorted(set(names) - set(chosen))}")
     extended: dict[str, str] = {}  # input tensor -> its extended version
@@ -127,7 +126,7 @@ def replace_matmuls(
     sum_weights: dict[int, str] = {}  # K -> the 0/1 matrix summing its blocks (one per size)
     nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
-    for node in out.graph.node:
+    for node in model.graph.node:
         if node.name not in chosen:
             nodes.append(node)
             continue
@@ -171,13 +170,13 @@ def replace_matmuls(
                 accuracy_level=accuracy_level,
             )
         )
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    out.graph.initializer.extend(new_inits)
-    if not any(o.domain == "com.microsoft" for o in out.opset_import):
-        out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    g.drop_unused(out)
-    return out, on_grid / max(blocks, 1)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(new_inits)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    g.drop_unused(model)
+    return model, on_grid / max(blocks, 1)
 
 
 def _blocks_on_grid(w_t: np.ndarray, b: Blocks) -> int:

@@ -258,18 +258,16 @@ def _packed_v_columns(qkv: str, heads: int, kv_heads: int, prod, cons, w: _Weigh
     """The V columns of a packed q|k|v projection that GroupQueryAttention reads whole."""
     if len(cons.get(qkv, [])) != 1:
         return f"{qkv} has several consumers"
-    src = prod.get(qkv)
-    if src is not None and src.op_type == "Add":
-        src = prod.get(next((i for i in src.input if i not in w.protos), ""))
-    if src is None or src.op_type != "MatMul" or src.input[1] not in w.protos:
-        return "packed q|k|v is not a weight MatMul"
-    width = int(w.protos[src.input[1]].dims[1])
+    found = _weight_matmul(qkv, prod, w)
+    if isinstance(found, str):
+        return found
+    width = int(w.protos[found[0].input[1]].dims[1])
     head_dim = width // (heads + 2 * kv_heads)
     return _matmul_columns(qkv, (heads + kv_heads) * head_dim, width, prod, cons, w)
 
 
-def _matmul_columns(t: str, lo: int, hi: int, prod, cons, w: _Weights) -> _ColumnFold | str:
-    """Columns [lo, hi) of MatMul(., W) (+ bias) whose output is `t`."""
+def _weight_matmul(t: str, prod, w: _Weights) -> tuple[onnx.NodeProto, str | None] | str:
+    """(the MatMul(., W), its bias initializer or None) whose output, plus the bias, is `t`."""
     src = prod.get(t)
     bias = None
     if src is not None and src.op_type == "Add":
@@ -277,6 +275,15 @@ def _matmul_columns(t: str, lo: int, hi: int, prod, cons, w: _Weights) -> _Colum
         src = prod.get(next(i for i in src.input if i != bias))
     if src is None or src.op_type != "MatMul" or src.input[1] not in w.protos:
         return f"{t} is not the output of a weight MatMul"
+    return src, bias
+
+
+def _matmul_columns(t: str, lo: int, hi: int, prod, cons, w: _Weights) -> _ColumnFold | str:
+    """Columns [lo, hi) of MatMul(., W) (+ bias) whose output is `t`."""
+    found = _weight_matmul(t, prod, w)
+    if isinstance(found, str):
+        return found
+    src, bias = found
     if len(cons.get(src.output[0], [])) != 1:
         return "packed matmul output shared"
     return _ColumnFold(w, src.input[1], bias, lo, hi)
