@@ -106,7 +106,7 @@ def test_layers_reading_one_input_share_its_block_sums():
     out, on_grid = float_min.replace_matmuls(shared, ["layer0", "layer1"], 32, accuracy_level=4)
     assert on_grid == 1.0  # Q4_1 weights: every block was already on a 4-bit grid
     ops = g.op_counts(out)
-    assert ops["MatMulNBits"] == 2 and ops["MatMul"] == 1 and ops["Concat"] == 1, ops
+    assert ops["MatMulNBits"] == 2 and ops["ReduceSum"] == 1 and ops["Concat"] == 1, ops
     # the block sums are arithmetic of the quantized layers, not linear layers to quantize again
     assert g.weight_matmuls(out) == []
     own = _linear_model([_q4_1_weights(rng, 64, 32, 32)] * 2, shared_input=False)
@@ -114,8 +114,8 @@ def test_layers_reading_one_input_share_its_block_sums():
 
 
 def test_float16_graphs_stay_float16():
-    """An fp16 engine (export --dtype float16): scales and the block-sum matrix take the graph's
-    type (MatMulNBits wants its scales in the activations' type), and the result stays close."""
+    """An fp16 engine (export --dtype float16): the scales take the graph's type (MatMulNBits wants
+    them in the activations' type), the block sums are fp16 too, and the result stays close."""
     rng = np.random.default_rng(4)
     w = _q4_1_weights(rng, 96, 48, 32).astype(np.float16)
     graph = helper.make_graph(
@@ -127,9 +127,7 @@ def test_float16_graphs_stay_float16():
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     out, _ = float_min.replace_matmuls(model, ["layer0"], 32, accuracy_level=4)
-    assert {t.data_type for t in out.graph.initializer if "scales" in t.name or "blocksums" in t.name} == {
-        TensorProto.FLOAT16
-    }
+    assert {t.data_type for t in out.graph.initializer if "scales" in t.name} == {TensorProto.FLOAT16}
     x = rng.standard_normal((5, 96)).astype(np.float16)
     ref = x.astype(np.float32) @ w.astype(np.float32)
     got = _run(out, {"x": x})[0]
@@ -152,3 +150,42 @@ def test_refuses_names_that_are_not_linear_layers():
     model = _linear_model([np.ones((32, 8), np.float32)])
     with pytest.raises(ValueError, match="not weight MatMuls"):
         float_min.replace_matmuls(model, ["layer0", "attention"], 32, 4)
+
+
+def _decoder_like(k: int, n: int, rng: np.random.Generator, shaped: bool) -> onnx.ModelProto:
+    """(batch, seq, K) -> norm-like op -> linear: the decoder's situation. Without `shaped` the
+    input's rank is not declared."""
+    w = _q4_1_weights(rng, k, n, 32).astype(np.float32)
+    dims = ["batch", "seq", k] if shaped else None
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["h"], ["x"]), helper.make_node("MatMul", ["x", "w0"], ["y"], "layer0")],
+        "decoder_like",
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w0")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_block_sums_by_reshape_and_by_matrix_agree():
+    """Where the input's rank is known and K is whole blocks the sums come from Reshape + ReduceSum
+    (fewer, cheaper nodes); otherwise from the 0/1 matrix. Both run the same layer."""
+    rng = np.random.default_rng(5)
+    shaped = _decoder_like(128, 40, rng, shaped=True)
+    unshaped = _copy(shaped)
+    unshaped.graph.input[0].type.tensor_type.ClearField("shape")
+    viewed, _ = float_min.replace_matmuls(shaped, ["layer0"], 32, accuracy_level=0)
+    summed, _ = float_min.replace_matmuls(unshaped, ["layer0"], 32, accuracy_level=0)
+    assert "ReduceSum" in g.op_counts(viewed) and "ReduceSum" not in g.op_counts(summed)
+    assert g.op_counts(summed)["MatMul"] == 1  # x @ Bsum
+    h = rng.standard_normal((2, 3, 128)).astype(np.float32)
+    a, b = _run(viewed, {"h": h})[0], _run(summed, {"h": h})[0]
+    assert a.shape == b.shape == (2, 3, 40)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_ranks_follow_the_hidden_states():
+    model = _decoder_like(64, 16, np.random.default_rng(6), shaped=True)
+    assert g.ranks(model)["x"] == 3 and g.ranks(model)["y"] == 3
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    assert "x" not in g.ranks(model)

@@ -13,16 +13,21 @@ Split z = zi + f (zi the nearest integer in 0..15, f the remainder). Then, for a
 The first term is a plain MatMulNBits; the second is one coefficient c = -d f per (output, block)
 times the block's input sum. So the layer becomes
 
-    x_ext = Concat(x, x @ Bsum)          Bsum: 0/1, (K, P) - the input sum of every block
+    sums  = ReduceSum(Reshape(x, (..., K / block, block)), last axis)
+    x_ext = Concat(x, sums)
     y     = MatMulNBits(x_ext)           weights: the 4-bit blocks, then the c's as extra blocks
 
 with the c's themselves 4-bit blocks (their error is ~1/15 of the shift they remove). This is how
 llama.cpp's Q4_1 kernels work too (the block sums of the activations carry the minimum). The block
 sums are computed once per distinct input (the decoder's q/k/v and gate/up projections share
-theirs). Cost, measured on SmolLM2's decoder (2 threads, position 300, the engines A/B in one
-process): 9.2 ms a step against 8.4 ms with integer zero points (+10 %: 240 small nodes and
-+K/block columns per layer); computing the sums with a 4-bit MatMulNBits instead was 8 % slower
-still.
+theirs). Where K is not whole blocks, or x's rank cannot be read from the graph, a 0/1 matrix
+does the summing instead (x @ Bsum, zero columns completing x's last block).
+
+Cost, measured on SmolLM2's decoder (2 threads, position 300, the engines A/B in one process):
+with x @ Bsum, 9.2 ms a step against 8.4 ms with integer zero points (+10 %: 240 small nodes and
++K/block columns per layer); Reshape + ReduceSum takes 2-11 % off that step (five A/B runs,
+median 4 %: the small MatMuls cost more than a view and a sum). Computing the sums with a 4-bit
+MatMulNBits instead was 8 % slower than x @ Bsum.
 
 On weights that are NOT on such a grid (a bf16 checkpoint) this is round-to-nearest with a float
 minimum - Q4_1's quality. On a real trained ViT-S (benchmarks/bench_int4_real_weights.py) its
@@ -41,6 +46,7 @@ from onnx import helper, numpy_helper
 from vinci_edge.quantization import graph as g
 
 LEVELS = 15  # 4 bits
+LAST_AXIS = "blocksums_axis"
 
 
 @dataclass
@@ -124,6 +130,9 @@ def replace_matmuls(
     extended: dict[str, str] = {}  # input tensor -> its extended version
     blocks = on_grid = 0
     sum_weights: dict[int, str] = {}  # K -> the 0/1 matrix summing its blocks (one per size)
+    block_shapes: dict[int, str] = {}  # K -> the shape viewing an input as (..., K / block, block)
+    widths: dict[str, int] = {}  # input tensor -> the width of its extended version
+    ranks = g.ranks(model)
     nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
     for node in model.graph.node:
@@ -136,11 +145,25 @@ def replace_matmuls(
         pad, sums = extra_columns(k, block)
         x = node.input[0]
         if x not in extended:
-            if k not in sum_weights:
-                sum_weights[k] = f"blocksums_{k}x{block}_{np.dtype(dtype).name}"
-                new_inits.append(numpy_helper.from_array(_block_sum_matrix(k, block, dtype), sum_weights[k]))
             summed, extended[x] = f"{x}{g.BLOCK_SUMS}", f"{x}{g.BLOCK_SUMS}_ext"
-            nodes.append(helper.make_node("MatMul", [x, sum_weights[k]], [summed], summed))
+            if pad == 0 and x in ranks:
+                # x viewed as (..., K / block, block) and summed: cheaper than the MatMul below
+                # (module docstring), and only K / block columns appended.
+                viewed = f"{summed}_view"
+                if k not in block_shapes:
+                    block_shapes[k] = f"blocks_{k}x{block}"
+                    view = [0] * (ranks[x] - 1) + [k // block, block]  # 0: keep that dimension
+                    new_inits.append(numpy_helper.from_array(np.array(view, np.int64), block_shapes[k]))
+                nodes.append(helper.make_node("Reshape", [x, block_shapes[k]], [viewed], viewed))
+                nodes.append(helper.make_node("ReduceSum", [viewed, LAST_AXIS], [summed], summed, keepdims=0))
+                widths[x] = k + k // block
+            else:  # K not whole blocks, or x's rank unknown: a 0/1 matrix sums the blocks
+                if k not in sum_weights:
+                    sum_weights[k] = f"blocksums_{k}x{block}_{np.dtype(dtype).name}"
+                    matrix = _block_sum_matrix(k, block, dtype)
+                    new_inits.append(numpy_helper.from_array(matrix, sum_weights[k]))
+                nodes.append(helper.make_node("MatMul", [x, sum_weights[k]], [summed], summed))
+                widths[x] = k + pad + sums
             nodes.append(helper.make_node("Concat", [x, summed], [extended[x]], extended[x], axis=-1))
         b = quantize(w.T, block)
         blocks, on_grid = blocks + b.scale.size, on_grid + _blocks_on_grid(w.T, b)
@@ -163,7 +186,7 @@ def replace_matmuls(
                 list(node.output),
                 name,
                 domain="com.microsoft",
-                K=k + pad + sums,
+                K=widths[x],
                 N=n,
                 bits=4,
                 block_size=block,
@@ -173,6 +196,8 @@ def replace_matmuls(
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(new_inits)
+    if block_shapes:
+        model.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), LAST_AXIS))
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     g.drop_unused(model)

@@ -97,6 +97,51 @@ def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
+# Ops whose first output has the rank of their first input, and broadcasting ops (the largest rank
+# of their inputs): enough to follow a decoder's hidden states from `inputs_embeds` through norms,
+# attention, projections and the MLP.
+_RANK_OF_FIRST = {
+    "Sqrt", "Neg", "Sigmoid", "Tanh", "Relu", "Erf", "Cast", "Softmax", "Identity", "Split",
+    "Concat", "Slice", "Clip", "Sin", "Cos", "Transpose", "Gelu", "FastGelu", "QuickGelu", "BiasGelu",
+    "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "GroupQueryAttention", "MultiHeadAttention", "Attention",
+    "MatMulNBits", "QuantizeLinear", "DequantizeLinear",
+}  # fmt: skip
+_RANK_BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "MatMul"}
+# Further outputs of the same rank: the other parts of a Split, the skip-norms' residual sum.
+_ALSO_OF_FIRST = {
+    "Split": range(1, 64),
+    "SkipLayerNormalization": (3,),
+    "SkipSimplifiedLayerNormalization": (3,),
+}
+
+
+def ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """The rank of every tensor that graph inputs, initializers and the ops above determine (one
+    pass: ONNX graphs are stored in topological order). Tensors missing from it have a rank this
+    cannot tell; callers then need a rank-agnostic way."""
+    declared = [v for v in model.graph.input if v.type.tensor_type.HasField("shape")]
+    known = {v.name: len(v.type.tensor_type.shape.dim) for v in declared}
+    known.update({t.name: len(t.dims) for t in model.graph.initializer})
+    shapes = [t for t in model.graph.initializer if t.data_type == TensorProto.INT64 and len(t.dims) == 1]
+    dims = {t.name: int(t.dims[0]) for t in shapes}  # a 1-D int64 constant's length: a Reshape's rank
+    for node in model.graph.node:
+        inputs = [known.get(i) for i in node.input if i]
+        if node.op_type == "Reshape" and node.input[1] in dims:
+            found = dims[node.input[1]]
+        elif node.op_type in _RANK_OF_FIRST and inputs and inputs[0] is not None:
+            found = inputs[0]
+        elif node.op_type in _RANK_BROADCAST and inputs and None not in inputs:
+            found = max(inputs)
+        else:
+            continue
+        known[node.output[0]] = found
+        for i in _ALSO_OF_FIRST.get(node.op_type, ()):
+            if i < len(node.output) and node.output[i]:
+                known[node.output[i]] = found
+    return known
+
+
 # Suffix of the constant 0/1 MatMuls that sum an input's blocks for float-minimum int4 (float_min.py):
 # arithmetic of a quantized layer, not a linear layer of the model.
 BLOCK_SUMS = "_blocksums"
