@@ -12,8 +12,18 @@ variant below, built with `quantize_engine` (or reused) under work-dirs/bench/qu
     nano      (--nano) the nano preset's towers at int8 on real media, towers only
               (nano has random weights: its LLM perplexity means nothing) -> nano/accuracy.*
 
+--model nano runs build and speed on the nano preset instead (a Qwen2.5-0.5B-shaped LLM with random
+weights, the smallest of the Qwen2.5 family OmniVinci's 7B LLM comes from; the presets' CPU
+benchmark model): decode speed does not depend on the weights' values, and the 135M SmolLM2 is so
+small that per-layer costs the weights do not set (attention over the cache, norms, node launches)
+are a third of an int4 step -> nano-<variant>/, speed-nano.json / speed-nano.md. Accuracy stays on
+SmolLM2 (real weights).
+
     .venv/bin/python benchmarks/bench_quant.py --phase build [--rebuild]
     flock /tmp/vinci-bench.lock .venv/bin/python benchmarks/bench_quant.py --phase speed
+    .venv/bin/python benchmarks/bench_quant.py --model nano --phase build --variants int8-dynamic,int4
+    flock /tmp/vinci-bench.lock .venv/bin/python benchmarks/bench_quant.py --model nano --phase speed \
+        --variants int8-dynamic,int4
     .venv/bin/python benchmarks/bench_quant.py --phase accuracy [--nano]
 
 Speed goals (issue 4): dynamic INT8 at least 2x fp32 decode, INT4 at least 3x. The static INT8,
@@ -60,20 +70,29 @@ SPEED_GOALS = {"int8-dynamic": 2.0, "int4": 3.0}  # x fp32 decode tokens/s
 TRT_ONLY = {"int8", "int8-sq", "int8-sq-keep", "int8-sq-auto", "fp8", "fp8-keep", "fp8-auto", "int4-awq"}
 
 
-def _errors_path() -> Path:
-    return QUANT / "build_errors.json"
+MODELS = ("smol", "nano")
 
 
-def build(names: list[str], calib_size: int, rebuild: bool = False) -> dict[str, str]:
+def _errors_path(model: str = "smol") -> Path:
+    return QUANT / ("build_errors.json" if model == "smol" else f"build_errors-{model}.json")
+
+
+def fp32_engine(model: str) -> Path:
+    if model == "nano":
+        return engine_for(nano_checkpoint(), "nano-fp32")
+    return engine_for(smol_checkpoint(), "smol-fp32")
+
+
+def build(names: list[str], calib_size: int, rebuild: bool = False, model: str = "smol") -> dict[str, str]:
     """Quantize what is missing (everything with `rebuild`: after a change to the quantizers);
     returns {name: error} of the variants that failed."""
     from vinci_edge.quantization.quantize import quantize_engine
 
-    fp32 = engine_for(smol_checkpoint(), "smol-fp32")
+    fp32 = fp32_engine(model)
     errors: dict[str, str] = {}
     for name in names:
         precision, alpha = VARIANTS[name]
-        out = QUANT / f"smol-{name}"
+        out = QUANT / f"{model}-{name}"
         if (out / "manifest.json").is_file() and not rebuild:
             say(f"{name}: reusing {out}")
             continue
@@ -97,19 +116,20 @@ def build(names: list[str], calib_size: int, rebuild: bool = False) -> dict[str,
             say(f"{name}: FAILED after {time.perf_counter() - t0:.0f} s: {errors[name]}")
             traceback.print_exc()
     QUANT.mkdir(parents=True, exist_ok=True)
-    _errors_path().write_text(json.dumps(errors, indent=2) + "\n")
+    _errors_path(model).write_text(json.dumps(errors, indent=2) + "\n")
     return errors
 
 
-def built(names: list[str]) -> dict[str, Path]:
-    return {n: QUANT / f"smol-{n}" for n in names if (QUANT / f"smol-{n}" / "manifest.json").is_file()}
+def built(names: list[str], model: str = "smol") -> dict[str, Path]:
+    folders = {n: QUANT / f"{model}-{n}" for n in names}
+    return {n: f for n, f in folders.items() if (f / "manifest.json").is_file()}
 
 
-def speed(names: list[str], rounds: int, new_tokens: int, threads: int) -> dict:
+def speed(names: list[str], rounds: int, new_tokens: int, threads: int, model: str = "smol") -> dict:
     from vinci_edge.generation import GenerationConfig
     from vinci_edge.runtime.pipeline import Pipeline
 
-    engines = {"fp32": BENCH / "smol-fp32", **built(names)}
+    engines = {"fp32": BENCH / f"{model}-fp32", **built(names, model)}
     video = clip()
     pipes = {}
     for name, folder in engines.items():
@@ -160,6 +180,7 @@ def speed(names: list[str], rounds: int, new_tokens: int, threads: int) -> dict:
             "tensorrt_graph": name in TRT_ONLY,
         }
     return {
+        "model": model,
         "machine": {**_cpu(), "threads": threads or os.cpu_count()},
         "request": {
             "question": QUESTION,
@@ -203,7 +224,8 @@ def speed_markdown(s: dict) -> str:
         f"{s['rounds']} round-robin rounds, medians (ratios: median of per-round ratios); "
         f"request: {Path(req['video']).name} + "
         f'"{req["question"]}" ({req["prompt_positions"]} prompt positions), {req["new_tokens"]} new tokens; '
-        f"x fp32 > 1 is faster. CPU: {mach['cpu']} ({', '.join(mach.get('simd', []))}), "
+        f"x fp32 > 1 is faster. Model: {s.get('model', 'smol')}. "
+        f"CPU: {mach['cpu']} ({', '.join(mach.get('simd', []))}), "
         f"threads: {mach['threads']}; "
         f"load average after each round: {s.get('load_average_per_round')}.",
     ]
@@ -257,6 +279,13 @@ def nano_towers() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase", choices=("build", "speed", "accuracy", "all"), default="all")
+    ap.add_argument(
+        "--model",
+        choices=MODELS,
+        default="smol",
+        help="smol: SmolLM2-135M (real weights); nano: Qwen2.5-0.5B-shaped, random weights "
+        "(build and speed only)",
+    )
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--new-tokens", type=int, default=64)
@@ -273,12 +302,17 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     QUANT.mkdir(parents=True, exist_ok=True)
+    if args.model != "smol" and args.phase in ("accuracy", "all"):
+        raise SystemExit(
+            f"--model {args.model} has random weights: its accuracy means nothing (--phase build or speed)"
+        )
     if args.phase in ("build", "all"):
-        build(names, args.calib_size, args.rebuild)
+        build(names, args.calib_size, args.rebuild, args.model)
     if args.phase in ("speed", "all"):
-        s = speed(names, args.rounds, args.new_tokens, args.threads)
-        (QUANT / "speed.json").write_text(json.dumps(s, indent=2) + "\n")
-        (QUANT / "speed.md").write_text(speed_markdown(s))
+        s = speed(names, args.rounds, args.new_tokens, args.threads, args.model)
+        stem = "speed" if args.model == "smol" else f"speed-{args.model}"
+        (QUANT / f"{stem}.json").write_text(json.dumps(s, indent=2) + "\n")
+        (QUANT / f"{stem}.md").write_text(speed_markdown(s))
         print(speed_markdown(s))
     if args.phase in ("accuracy", "all"):
         accuracy(names, args.tokens, args.windows, args.answer_tokens)
