@@ -15,7 +15,7 @@ SmolLM2's "fp32" weights are themselves quantized: the checkpoint is dequantized
 linear layers are Q4_1 (every weight lies exactly on 16 levels per block of 32 input channels,
 from the block's min to its max) and whose head is Q8_0 (symmetric 8-bit blocks of 32). `int4`
 stores exactly those grids, so on SmolLM2 it reproduces the checkpoint up to the int8 activations
-and the 4-bit correction coefficients: -0.4 % perplexity (95 %: -1.2 to +0.5) over 1022 tokens of
+and the 4-bit correction coefficients: -0.2 % perplexity (95 %: -0.9 to +0.6) over 1022 tokens of
 GPL-3. That measures no rounding loss at all - what INT4 costs a bf16 checkpoint (OmniVinci's) is
 not measured here. With integer zero points (ONNX Runtime's quantizer, `int4` until 2026-11) the
 same weights were re-rounded onto a shifted grid: +20 % (95 %: +13 to +29); symmetric blocks +38 %
