@@ -99,11 +99,11 @@ def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
 
 # Ops whose first output has the rank of their first input, and broadcasting ops (the largest rank
 # of their inputs): enough to follow a decoder's hidden states from `inputs_embeds` through norms,
-# attention, projections and the MLP.
+# attention, projections and the MLP, and most of the towers'.
 _RANK_OF_FIRST = {
     "Sqrt", "Neg", "Sigmoid", "Tanh", "Relu", "Erf", "Cast", "Softmax", "Identity", "Split",
-    "Concat", "Slice", "Clip", "Sin", "Cos", "Transpose", "Gelu", "FastGelu", "QuickGelu", "BiasGelu",
-    "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+    "Concat", "Slice", "Clip", "Sin", "Cos", "Transpose", "Conv", "Gelu", "FastGelu", "QuickGelu",
+    "BiasGelu", "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
     "SkipSimplifiedLayerNormalization", "GroupQueryAttention", "MultiHeadAttention", "Attention",
     "MatMulNBits", "QuantizeLinear", "DequantizeLinear",
 }  # fmt: skip
