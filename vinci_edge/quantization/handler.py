@@ -25,6 +25,7 @@ class StageJob:
     calibration: CalibrationSet | None = None
     smoothquant: float | None = None  # SmoothQuant alpha (decoder, INT8 precisions)
     keep_fp32: tuple[str, ...] = ()  # decoder layer kinds left out of static int8 / fp8 (DECODER_LAYERS)
+    head_bits: int = 8  # the LM head's weight bits at int4 (8, or 4 for speed: int4.py)
     say: Callable[[str], None] = lambda s: None
 
     @property

@@ -31,7 +31,7 @@ from vinci_edge.quantization import graph as g
 from vinci_edge.quantization.calibration import CalibrationSources, build_calibration
 from vinci_edge.quantization.fp8 import Fp8
 from vinci_edge.quantization.handler import Handler, StageJob
-from vinci_edge.quantization.int4 import Int4, Int4Awq
+from vinci_edge.quantization.int4 import HEAD_BITS, Int4, Int4Awq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
 from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
@@ -130,6 +130,7 @@ def quantize_engine(
     seed: int = 0,
     smoothquant: float | None = None,
     keep_fp32: list[str] | None = None,
+    head_bits: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
     handlers: dict[str, Handler] | None = None,
@@ -172,6 +173,14 @@ def quantize_engine(
                 "--keep-fp32 applies to the decoder at int8 or fp8 (static Q/DQ)",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
             )
+    if head_bits is not None:
+        if head_bits not in HEAD_BITS:
+            raise ConfigError(f"--head-bits {head_bits}: the head is stored at 8 or 4 bits", hint="8 or 4")
+        if precisions.get("decoder") != "int4":
+            raise ConfigError(
+                "--head-bits applies to the decoder at int4",
+                hint=f"the decoder's precision here is {precisions.get('decoder')}",
+            )
     registry = {**HANDLERS, **(handlers or {})}
     by_stage = {s: registry[p] for s, p in precisions.items() if p != "fp32"}
     if not by_stage:
@@ -198,6 +207,7 @@ def quantize_engine(
             manifest["stages"][s],
             smoothquant=smoothquant if s == "decoder" else None,
             keep_fp32=keep if s == "decoder" else (),
+            head_bits=head_bits or 8,
             say=say,
         )
         for s in by_stage
@@ -266,6 +276,7 @@ def quantize_engine(
             "precisions": precisions,
             "smoothquant": smoothquant,
             "keep_fp32": list(keep),
+            "head_bits": head_bits,
             "calibration": calibration.record if calibration else None,
             "vinci_edge": __version__,
         }
