@@ -155,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         choices=[8, 4],
         help="the LM head's bits at int4 (default 8). 4: a faster decode step for some accuracy "
-        "(SmolLM2: ~5%% faster, +2.9%% perplexity instead of -0.2%%)",
+        "(SmolLM2: 4-6%% faster a step, +2.9%% perplexity instead of -0.2%%, top-1 agreement 0.84)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it is an engine folder")
     p.add_argument("--json", action="store_true", help="print the per-stage precision record as JSON")
