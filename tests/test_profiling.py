@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vinci_edge import metrics as m
 from vinci_edge.cli import run
 from vinci_edge.generation import GenerationConfig
 from vinci_edge.profiling import aggregate, bandwidth, memory, nvtx
-from vinci_edge.profiling import metrics as m
 from vinci_edge.profiling.onnx_weights import read_graph_weights
 from vinci_edge.profiling.outputs import FILES
 from vinci_edge.profiling.schema import PROFILE_SCHEMA, validate

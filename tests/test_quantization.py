@@ -119,7 +119,7 @@ def _teacher_tokens(pipe, embeds: np.ndarray, n: int) -> list[int]:
 def stage_inputs(tiny_engine, media) -> dict:
     """What every stage is fed in the comparisons, from the fp32 engine on the real clip: the same
     inputs for every variant, so each stage's own error is measured, not the error it inherits."""
-    from vinci_edge.profiling import metrics as m
+    from vinci_edge import metrics as m
     from vinci_edge.runtime.pipeline import Pipeline
 
     pipe = Pipeline.from_engine(tiny_engine)

@@ -14,9 +14,9 @@ from vinci_edge import timeline as tl
 from vinci_edge.cli import run
 from vinci_edge.errors import CheckpointError
 from vinci_edge.generation import GenerationConfig
+from vinci_edge.metrics import Metrics
 from vinci_edge.model.checkpoint import init_checkpoint, load_model, save_checkpoint
 from vinci_edge.model.reference import Reference
-from vinci_edge.profiling.metrics import Metrics
 
 
 def _outputs(model, seed=0):

@@ -14,8 +14,8 @@ import torch
 from vinci_edge.cli import run
 from vinci_edge.errors import EngineError, PromptError
 from vinci_edge.generation import GenerationConfig
+from vinci_edge.metrics import Metrics
 from vinci_edge.model.reference import Reference
-from vinci_edge.profiling.metrics import Metrics
 from vinci_edge.runtime.engine import Engine
 from vinci_edge.runtime.pipeline import Pipeline
 

@@ -12,10 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vinci_edge.errors import MissingDependencyError, VinciEdgeError
-
-
-def _progress(msg: str) -> None:
-    print(f"[vinci-edge] {msg}", file=sys.stderr, flush=True)
+from vinci_edge.progress import to_stderr
 
 
 def _require_torch(command: str) -> None:
@@ -48,7 +45,7 @@ def _print_answer(answer, as_json: bool) -> None:
     else:
         print(flush=True)
         for w in answer.warnings:
-            _progress(f"warning: {w}")
+            to_stderr(f"warning: {w}")
 
 
 # ---- subcommands -----------------------------------------------------------------------------------
@@ -59,9 +56,9 @@ def cmd_init_checkpoint(args: argparse.Namespace) -> int:
     from vinci_edge.model.checkpoint import init_checkpoint
 
     cfg = init_checkpoint(
-        args.preset, args.out, seed=args.seed, llm_gguf=args.llm_gguf, dtype=args.dtype, progress=_progress
+        args.preset, args.out, seed=args.seed, llm_gguf=args.llm_gguf, dtype=args.dtype, progress=to_stderr
     )
-    _progress(
+    to_stderr(
         f"wrote {args.preset} checkpoint to {args.out} (LLM {cfg.llm_architecture}, hidden {cfg.hidden_size})"
     )
     return 0
@@ -84,7 +81,7 @@ def _init_config_only(args: argparse.Namespace) -> int:
     cfg = build_config(root, comps)
     write_trained_tokenizer(out / "llm", vocab_size=8192 if args.preset != "tiny" else 1024)
     write_configs(out, cfg)
-    _progress(f"wrote {args.preset} configs and tokenizer to {out} (no weights)")
+    to_stderr(f"wrote {args.preset} configs and tokenizer to {out} (no weights)")
     return 0
 
 
@@ -113,7 +110,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         dtype=DTYPE_NAMES[args.dtype],
         max_context=args.max_context,
         force=args.force,
-        progress=_progress,
+        progress=to_stderr,
     )
     return 0
 

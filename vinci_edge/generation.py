@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vinci_edge.profiling.metrics import Metrics
+from vinci_edge.metrics import Metrics
 from vinci_edge.sampling import SamplingParams
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vinci_edge import metrics as m
 from vinci_edge import timeline as tl
 from vinci_edge import tokens
 from vinci_edge.config import AUDIO_CHUNK_FRAMES, OmniVinciConfig
@@ -27,7 +28,6 @@ from vinci_edge.media import (
     preprocess_frames,
     split_mel_chunks,
 )
-from vinci_edge.profiling import metrics as m
 from vinci_edge.text.tokenizer import TextTokenizer
 
 

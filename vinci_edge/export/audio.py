@@ -16,8 +16,9 @@ from torch import nn
 
 from vinci_edge.config import AUDIO_CHUNK_FRAMES
 from vinci_edge.errors import ConfigError
-from vinci_edge.export.stage_spec import Progress, export_stage
+from vinci_edge.export.stage_spec import export_stage
 from vinci_edge.model.omnivinci import OmniVinciModel
+from vinci_edge.progress import Progress, silent
 
 
 class AudioStage(nn.Module):
@@ -42,7 +43,7 @@ def export_audio(
     """Write audio.onnx (chunks axis dynamic) and return its manifest entry."""
     if not model.cfg.has_sound:
         raise ConfigError("the checkpoint has no sound tower; there is no audio stage to export")
-    say = progress or (lambda s: None)
+    say = progress or silent
     layers = len(model.sound_tower.audio_tower.layers)
     say(f"audio: Qwen2-Audio encoder ({layers} layers) + sound projector")
     return export_stage(

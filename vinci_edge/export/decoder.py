@@ -19,7 +19,6 @@ small models are bound by per-node overhead at decode, not by arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from onnx import TensorProto, helper
 from vinci_edge.config import OmniVinciConfig
 from vinci_edge.errors import CheckpointError, ConfigError
 from vinci_edge.export.onnx_writer import WeightFile, save_graph
+from vinci_edge.progress import Progress, silent
 
 SUPPORTED_LLMS = ("qwen2", "llama", "mistral")
 OPSETS = {"": 17, "com.microsoft": 1}
@@ -123,12 +123,12 @@ def export_decoder(
     out_path: Path,
     max_context: int,
     dtype: str = "float32",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> DecoderSpec:
     """Write `out_path` (+ `.data`) and return the spec the manifest records."""
     llm = cfg.llm
     _check_supported(llm)
-    say = progress or (lambda s: None)
+    say = progress or silent
     np_dtype = np.float16 if dtype == "float16" else np.float32
     onnx_dtype = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.FLOAT
     d = int(llm["hidden_size"])

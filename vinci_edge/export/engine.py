@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from vinci_edge.config import load_config
 from vinci_edge.errors import EngineError
 from vinci_edge.export.decoder import TensorSource, export_decoder
 from vinci_edge.export.manifest import FORMAT, SCHEMA_VERSION, model_id, timeline_params, write_manifest
+from vinci_edge.progress import Progress, silent
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -73,12 +74,12 @@ def export_engine(
     dtype: str = "float32",
     max_context: int = 4096,
     force: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Export `stages` of a checkpoint to an engine folder and return its manifest."""
     from vinci_edge.model.checkpoint import fingerprint, load_model
 
-    say = progress or (lambda s: None)
+    say = progress or silent
     ckpt, out = Path(checkpoint), Path(out)
     if dtype not in DTYPES:
         raise EngineError(f"--dtype {dtype} is not supported", hint=f"choose one of {', '.join(DTYPES)}")

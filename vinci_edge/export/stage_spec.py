@@ -17,7 +17,7 @@ import copy
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from vinci_edge.errors import ConfigError
+from vinci_edge.progress import Progress, silent
 
 # Opset 20 has Gelu (tanh and erf forms) as one node; ONNX Runtime >= 1.17 runs it.
 OPSET = 20
@@ -36,8 +37,6 @@ EXTERNAL_DATA_BYTES = 100_000_000
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
 ONNX_DTYPE_NAMES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
-
-Progress = Callable[[str], None]
 
 
 def normalize_dtype(dtype: str) -> str:
@@ -149,7 +148,7 @@ def export_stage(
     exported (the caller's model is never cast in place, as fp32 -> fp16 -> fp32 is lossy).
     `external_data` None decides by size (EXTERNAL_DATA_BYTES).
     """
-    say = progress or (lambda s: None)
+    say = progress or silent
     dtype = normalize_dtype(dtype)
     torch_dtype = DTYPES[dtype]
     out_path = Path(out_path)

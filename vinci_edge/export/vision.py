@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from vinci_edge.errors import ConfigError
-from vinci_edge.export.stage_spec import Progress, export_stage
+from vinci_edge.export.stage_spec import export_stage
 from vinci_edge.model.omnivinci import OmniVinciModel
 from vinci_edge.model.vision import repeat_scales
+from vinci_edge.progress import Progress, silent
 
 
 def kept_layers(num_layers: int, select_layer: int) -> int:
@@ -84,7 +85,7 @@ def export_vision(
     external_data: bool | None = None,
 ) -> dict[str, Any]:
     """Write vision.onnx (frames axis dynamic) and return its manifest entry."""
-    say = progress or (lambda s: None)
+    say = progress or silent
     stage = VisionStage(model)
     say(
         f"vision: SigLIP embeddings + {len(stage.layers)} of {stage.num_layers} layers "

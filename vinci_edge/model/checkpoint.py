@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from vinci_edge.errors import CheckpointError
 from vinci_edge.layout import sound_tower_file_config, write_configs
 from vinci_edge.model.omnivinci import OmniVinciModel
 from vinci_edge.presets import preset_components
+from vinci_edge.progress import Progress, silent
 
 # component folder -> attribute path of the module whose state dict it holds
 COMPONENT_MODULES = {
@@ -161,14 +161,14 @@ def init_checkpoint(
     llm_gguf: str | Path | None = None,
     config_only: bool = False,
     dtype: str = "float32",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> OmniVinciConfig:
     """Write a random-weight checkpoint of `preset` in the real layout, with a working tokenizer.
 
     `llm_gguf` fills llm/ (weights + tokenizer) from a GGUF LLM instead; the projectors are then
     sized to that LLM. `config_only` writes configs and tokenizer but no weights.
     """
-    say = progress or (lambda s: None)
+    say = progress or silent
     out = Path(out)
     if (out / "config.json").exists():
         raise CheckpointError(f"{out} already holds a checkpoint", hint="choose an empty --out folder")

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from vinci_edge.errors import CheckpointError, MissingDependencyError
+from vinci_edge.progress import Progress
 from vinci_edge.tokens import IM_END, REQUIRED_SPECIAL_TOKENS
 
 STAGES = (
@@ -305,7 +305,7 @@ def _init_new_tokens_to_mean(model: Any, new_size: int, new_ids: list[int]) -> N
 def import_gguf_llm(
     gguf_path: str | Path,
     out_llm_dir: str | Path,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Convert a GGUF causal LM into an HF `llm/` folder (fp32); returns the written config.json dict.
 

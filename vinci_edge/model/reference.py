@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vinci_edge import metrics as m
 from vinci_edge import timeline as tl
 from vinci_edge.generation import Answer, GenerationConfig, TokenStream
 from vinci_edge.model.checkpoint import load_model
 from vinci_edge.model.omnivinci import OmniVinciModel
-from vinci_edge.profiling import metrics as m
 from vinci_edge.request import PreparedRequest, prepare_request
 from vinci_edge.sampling import Sampler
 from vinci_edge.text.tokenizer import TextTokenizer

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vinci_edge.profiling import metrics as m
+from vinci_edge import metrics as m
 from vinci_edge.profiling.stats import median_per_index, summarize
 
 # Time between and around stage records (sampling a token, detokenizing, bookkeeping) that no stage

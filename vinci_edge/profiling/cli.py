@@ -9,16 +9,15 @@ Writes profile.json (docs/profile-schema.md), profile.md, profile.html and trace
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from vinci_edge.errors import EngineError, MediaError, PromptError
+from vinci_edge.progress import to_stderr_as
 
 DEFAULT_PROMPT = "Describe what happens in this clip."
 
 
-def _say(msg: str) -> None:
-    print(f"[vinci-edge] profile: {msg}", file=sys.stderr, flush=True)
+_say = to_stderr_as("profile")
 
 
 def _count(minimum: int):

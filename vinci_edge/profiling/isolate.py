@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from vinci_edge import errors
-from vinci_edge.profiling.profiler import EngineTarget, RequestSpec, Say, profile_engine
+from vinci_edge.profiling.profiler import EngineTarget, RequestSpec, profile_engine
+from vinci_edge.progress import Progress, to_stderr_as
 
 
-def profile_in_subprocess(target: EngineTarget, req: RequestSpec, say: Say | None = None) -> dict[str, Any]:
+def profile_in_subprocess(
+    target: EngineTarget, req: RequestSpec, say: Progress | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vinci-profile-") as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job.write_text(json.dumps({"target": asdict(target), "request": asdict(req)}))
@@ -44,11 +47,10 @@ def main(argv: list[str]) -> int:
     job_path, result_path = Path(argv[0]), Path(argv[1])
     job = json.loads(job_path.read_text())
 
-    def say(msg: str) -> None:
-        print(f"[vinci-edge] profile: {msg}", file=sys.stderr, flush=True)
-
     try:
-        profile = profile_engine(EngineTarget(**job["target"]), RequestSpec(**job["request"]), say)
+        profile = profile_engine(
+            EngineTarget(**job["target"]), RequestSpec(**job["request"]), to_stderr_as("profile")
+        )
     except errors.VinciEdgeError as exc:
         error = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
         result_path.write_text(json.dumps({"error": error}))

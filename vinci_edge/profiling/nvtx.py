@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from vinci_edge.profiling.metrics import Metrics
+from vinci_edge.metrics import Metrics
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 DOMAIN = "vinci-edge"

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from vinci_edge import __version__
+from vinci_edge import metrics as m
 from vinci_edge.generation import Answer, GenerationConfig
 from vinci_edge.profiling import aggregate, bandwidth, disk, memory
-from vinci_edge.profiling import metrics as m
 from vinci_edge.profiling.nvtx import metrics_factory, nvtx_ranges, uses_gpu
 from vinci_edge.profiling.schema import SCHEMA_NAME, SCHEMA_VERSION
-
-Say = Callable[[str], None]
+from vinci_edge.progress import Progress, silent
 
 
 @dataclass
@@ -116,13 +115,13 @@ def _progress_line(label: str, i: int, req: RequestSpec, run: dict[str, Any]) ->
     )
 
 
-def profile_engine(target: EngineTarget, req: RequestSpec, say: Say | None = None) -> dict[str, Any]:
+def profile_engine(target: EngineTarget, req: RequestSpec, say: Progress | None = None) -> dict[str, Any]:
     """Load one engine, answer `req` warmup + runs times, return its entry of profile.json
     (everything but the bound, which needs the machine's bandwidth)."""
     from vinci_edge.runtime.backend import resolve_provider
     from vinci_edge.runtime.pipeline import Pipeline
 
-    say = say or (lambda s: None)
+    say = say or silent
     on_gpu = uses_gpu(resolve_provider(p) for p in (target.provider, *target.stage_providers.values()))
     # Peaks from here on are this engine's (an earlier engine or the bandwidth array in this process
     # would otherwise show in them, with --in-process).
@@ -238,13 +237,13 @@ def profile(
     targets: list[EngineTarget],
     req: RequestSpec,
     isolate: bool = True,
-    say: Say | None = None,
+    say: Progress | None = None,
     measure_bandwidth: Callable[[], dict[str, Any]] = bandwidth.measure_read_bandwidth,
 ) -> dict[str, Any]:
     """The whole profile.json object for one request on one or more engines."""
     from vinci_edge.profiling.isolate import profile_in_subprocess
 
-    say = say or (lambda s: None)
+    say = say or silent
     # Bandwidth before and after the engines, the best kept: other work on the machine only lowers it.
     say("measuring the memory read bandwidth")
     samples = [measure_bandwidth()]

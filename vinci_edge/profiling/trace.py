@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vinci_edge.profiling import metrics as m
+from vinci_edge import metrics as m
 
 TID = 1
 

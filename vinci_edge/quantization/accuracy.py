@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from vinci_edge.errors import ConfigError, EngineError, MediaError
+from vinci_edge.progress import Progress, silent
 
 TOWERS = ("vision", "audio", "image_projector")
 LICENSES = Path("/usr/share/common-licenses")
@@ -66,8 +67,6 @@ PERPLEXITY_GOALS = {
 BATCH_TOKENS = 32  # batch length of the perplexity change's interval (module docstring)
 FRAME_BATCH = 8  # as the runtime's MediaEncoders
 CHUNK_BATCH = 4
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -243,7 +242,7 @@ def text_windows(tokenizer, text: str, n: int, count: int, offset: int) -> list[
 
 def prepare_inputs(pipe, settings: AccuracySettings, say: Progress) -> Inputs:
     """Tower feeds from real media through the fp32 pipeline's own preprocessing."""
-    from vinci_edge.profiling import metrics as m
+    from vinci_edge import metrics as m
     from vinci_edge.runtime.s2_merge import merge_image_features
 
     out = Inputs()
@@ -490,7 +489,7 @@ def measure(
     from vinci_edge import __version__
     from vinci_edge.runtime.pipeline import Pipeline
 
-    say = progress or (lambda s: None)
+    say = progress or silent
     fp32 = Path(fp32)
     folders = [Path(v) for v in variants]
     labels = list(names) if names else [f.name for f in folders]

@@ -27,7 +27,7 @@ before anything is written and says which option to pass (--calib-video, --calib
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from vinci_edge.errors import ConfigError, MediaError
+from vinci_edge.progress import Progress, silent
 
 DEBIAN_CLIPS = (
     Path("/usr/share/forensics-samples/original-files/movie2/movie-hello.mp4"),
@@ -47,8 +48,6 @@ EVAL_TEXT = LICENSES / "GPL-3"
 MIN_WORDS = 16  # a text file shorter than this is not a calibration text
 MAX_POSITIONS = 512  # per calibration request: static ranges need coverage, not long sequences
 FRAME_CHOICES = (4, 8, 16)  # frames per video request; different counts sample different instants
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -187,10 +186,10 @@ def build_calibration(
     engine_dir: Path, sources: CalibrationSources, progress: Progress | None = None
 ) -> CalibrationSet:
     """Run the fp32 engine's own preprocessing (and its towers + stitch) on the sources."""
-    from vinci_edge.profiling import metrics as m
+    from vinci_edge import metrics as m
     from vinci_edge.runtime.pipeline import Pipeline
 
-    say = progress or (lambda s: None)
+    say = progress or silent
     pipe = Pipeline.from_engine(engine_dir)
     stages = set(pipe.engine.stages)
     rng = np.random.default_rng(sources.seed)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from vinci_edge.progress import to_stderr_as
 
 PRECISION_HELP = """\
 precisions (one for every stage, or STAGE=PRECISION,... per stage):
@@ -45,8 +46,7 @@ targets (--target checks the precisions before any work; leave it out to skip th
 """
 
 
-def _say(msg: str) -> None:
-    print(f"[vinci-edge] quantize: {msg}", file=sys.stderr, flush=True)
+_say = to_stderr_as("quantize")
 
 
 def _alpha(text: str) -> float:

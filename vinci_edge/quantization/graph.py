@@ -13,12 +13,14 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from vinci_edge.progress import Progress
 
 # As the exporters do: weights above this many bytes go to `<file>.data` (a protobuf cannot exceed
 # 2 GB, and ONNX Runtime memory-maps external data).
@@ -263,7 +265,7 @@ class _ToolOutput(io.TextIOBase):
     BAR = re.compile(r"([^\r\n|]+?):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
     CAPTURE_CHARS = 20_000
 
-    def __init__(self, say: Callable[[str], None] | None, real: tuple, every: float = 10.0) -> None:
+    def __init__(self, say: Progress | None, real: tuple, every: float = 10.0) -> None:
         self.say, self.real, self.every = say, real, every
         self.text = ""
         self.last = time.monotonic()
@@ -286,7 +288,7 @@ class _ToolOutput(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def quiet_tools(say: Callable[[str], None] | None = None) -> Iterator[None]:
+def quiet_tools(say: Progress | None = None) -> Iterator[None]:
     """Silence the quantization libraries while they run: per-node logs, tqdm bars and
     onnx-graphsurgeon warnings would bury our own progress lines and pollute stdout (which a
     caller may parse). Their progress bars reach `say` (see _ToolOutput); what they printed is

@@ -7,11 +7,11 @@ manifest). One handler per precision, in int8.py, fp8.py and int4.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from vinci_edge.progress import Progress, silent
 from vinci_edge.quantization.calibration import CalibrationSet
 
 
@@ -26,7 +26,7 @@ class StageJob:
     smoothquant: float | None = None  # SmoothQuant alpha (decoder, INT8 precisions)
     keep_fp32: tuple[str, ...] = ()  # decoder layer kinds left out of static int8 / fp8 (DECODER_LAYERS)
     head_bits: int = 8  # the LM head's weight bits at int4 (8, or 4 for speed: int4.py)
-    say: Callable[[str], None] = lambda s: None
+    say: Progress = silent
 
     @property
     def spec(self) -> dict[str, Any] | None:

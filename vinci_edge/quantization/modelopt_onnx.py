@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import onnx
 
 from vinci_edge.errors import MissingDependencyError
+from vinci_edge.progress import Progress
 from vinci_edge.quantization import graph as g
 
 INSTALL_HINT = (
@@ -97,7 +98,7 @@ def quantize(
     nodes_to_quantize: list[str] | None = None,
     nodes_to_exclude: list[str] | None = None,
     calibration_method: str = "max",
-    say: Callable[[str], None] | None = None,
+    say: Progress | None = None,
     **kwargs: Any,
 ) -> onnx.ModelProto:
     """Run ModelOpt on a prepared copy of `model` (fp32); returns the quantized model, weights loaded.

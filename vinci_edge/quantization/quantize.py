@@ -20,13 +20,13 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vinci_edge import __version__
 from vinci_edge.errors import ConfigError, EngineError
 from vinci_edge.export.manifest import MANIFEST, STAGE_NAMES, write_manifest
+from vinci_edge.progress import Progress, silent
 from vinci_edge.quantization import graph as g
 from vinci_edge.quantization.calibration import CalibrationSources, build_calibration
 from vinci_edge.quantization.fp8 import Fp8
@@ -41,8 +41,6 @@ HANDLERS: dict[str, Handler] = {
 }
 SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic")
 KEEP_FP32_PRECISIONS = ("int8", "fp8")
-
-Progress = Callable[[str], None]
 
 
 def parse_precisions(spec: str, stages: list[str]) -> dict[str, str]:
@@ -137,7 +135,7 @@ def quantize_engine(
 ) -> dict[str, Any]:
     """Write the quantized engine to `out` and return its manifest. `handlers` overrides the
     handler of a precision (Python API only: e.g. `Int8Dynamic("matmul-integer")` for comparisons)."""
-    say = progress or (lambda s: None)
+    say = progress or silent
     engine, out = Path(engine), Path(out)
     if out.resolve() == engine.resolve():
         raise EngineError("--out is the input engine", hint="write the quantized engine to another folder")

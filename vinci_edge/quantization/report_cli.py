@@ -9,12 +9,11 @@ Writes accuracy.json (keys in docs/quantization.md), accuracy.md and accuracy.sv
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from vinci_edge.progress import to_stderr_as
 
-def _say(msg: str) -> None:
-    print(f"[vinci-edge] quant-report: {msg}", file=sys.stderr, flush=True)
+_say = to_stderr_as("quant-report")
 
 
 def _positive(text: str) -> int:

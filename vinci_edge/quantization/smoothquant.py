@@ -23,7 +23,6 @@ fp32 graph on the calibration samples with the matmul inputs exposed as outputs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from vinci_edge.progress import Progress
 from vinci_edge.quantization import graph as g
 from vinci_edge.quantization.calibration import iter_feeds
 
@@ -56,7 +56,7 @@ def activation_maxima(
     samples: list[dict[str, np.ndarray]],
     spec: dict[str, Any] | None,
     workdir: Path,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-channel max |x| of `tensors` over every position of every calibration sample."""
     from vinci_edge.runtime.backend import SessionSettings, make_session
@@ -296,7 +296,7 @@ def smoothquant(
     samples: list[dict[str, np.ndarray]],
     spec: dict[str, Any] | None,
     workdir: Path,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     only: set[str] | None = None,
 ) -> SmoothReport:
     """Calibrate the maxima on `samples` and smooth `model` in place: every weight MatMul, or the

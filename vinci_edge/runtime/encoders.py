@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vinci_edge import metrics as m
 from vinci_edge import timeline as tl
 from vinci_edge.config import OmniVinciConfig
-from vinci_edge.profiling import metrics as m
 from vinci_edge.request import PreparedRequest
 from vinci_edge.runtime.backend import StageRunner
 from vinci_edge.runtime.s2_merge import merge_image_features, merge_image_tokens

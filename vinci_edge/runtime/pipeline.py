@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from vinci_edge import crte
+from vinci_edge import metrics as m
 from vinci_edge import timeline as tl
 from vinci_edge.errors import PromptError
 from vinci_edge.generation import Answer, GenerationConfig, TokenStream
-from vinci_edge.profiling import metrics as m
 from vinci_edge.request import PreparedRequest, prepare_request
 from vinci_edge.runtime.backend import OrtStage, SessionSettings, resolve_provider
 from vinci_edge.runtime.decoder import OrtDecoder
