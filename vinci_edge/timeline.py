@@ -27,9 +27,10 @@ import numpy as np
 from vinci_edge import crte
 from vinci_edge.config import AUDIO_CHUNK_FRAMES, EncoderConfig, OmniVinciConfig
 from vinci_edge.errors import PromptError
+from vinci_edge.kinds import Kind
 
-TEXT, VIDEO, AUDIO, IMAGE = 0, 1, 2, 3
-KIND_NAMES = {TEXT: "text", VIDEO: "video", AUDIO: "audio", IMAGE: "image"}
+TEXT, VIDEO, AUDIO, IMAGE = Kind.TEXT, Kind.VIDEO, Kind.AUDIO, Kind.IMAGE
+KIND_NAMES = {k: k.label for k in Kind}
 
 # Audio is padded to whole multiples of this many seconds (Whisper's window).
 AUDIO_PAD_SECONDS = 30
