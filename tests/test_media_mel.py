@@ -7,7 +7,6 @@ throughout) is within ~3e-5 of the torch path and ~1e-7 of the numpy path.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -108,18 +107,6 @@ def test_log_mel_of_a_tone_peaks_at_its_band(tmp_path):
     # After the tone ends the features sit at the floor, 8 log10 units under the maximum: 2 after
     # the final (x + 4) / 4.
     assert mel[:, 300:].max() == pytest.approx(mel.max() - 2.0, abs=1e-6)
-
-
-def test_log_mel_is_fast():
-    samples = (np.random.default_rng(1).standard_normal(30 * SR) * 0.1).astype(np.float32)
-    log_mel_spectrogram(samples, 30 * SR)  # builds the cached filters and window
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        log_mel_spectrogram(samples, 30 * SR)
-        timings.append(time.perf_counter() - start)
-    # ~25 ms on 2 cores; the bound leaves room for a busy machine.
-    assert min(timings) < 0.1
 
 
 def test_log_mel_rejects_a_window_too_short_for_padding():

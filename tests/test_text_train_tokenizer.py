@@ -7,7 +7,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -55,12 +54,9 @@ def test_training_is_deterministic_across_processes(tmp_path: Path) -> None:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
-@pytest.mark.parametrize(("vocab_size", "limit_s"), [(1024, 2.0), (8192, 5.0)])
-def test_training_time_and_size(tmp_path: Path, vocab_size: int, limit_s: float) -> None:
-    start = time.perf_counter()
+@pytest.mark.parametrize("vocab_size", [1024, 8192])
+def test_training_size(tmp_path: Path, vocab_size: int) -> None:
     write_trained_tokenizer(tmp_path, vocab_size)
-    elapsed = time.perf_counter() - start
-    assert elapsed < limit_s
     tok = TextTokenizer.from_folder(tmp_path)
     assert tok.vocab_size <= vocab_size
     if vocab_size == 1024:
