@@ -137,7 +137,7 @@ def speed(names: list[str], rounds: int, new_tokens: int, threads: int, model: s
     pipes = {}
     for name, folder in engines.items():
         say(f"loading {name}")
-        pipes[name] = Pipeline.from_engine(folder, threads=threads)
+        pipes[name] = Pipeline.from_engine(folder, threads=threads, cache_chunks=0)
         pipes[name].warmup()
         pipes[name].ask(QUESTION, GenerationConfig(max_new_tokens=2, ignore_eos=True), video=video)
     gen = GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True)

@@ -58,7 +58,7 @@ def main() -> None:
     from vinci_edge.runtime.pipeline import Pipeline
 
     say("vinci-edge runtime (ONNX Runtime CPU, fp32)")
-    pipe = Pipeline.from_engine(engine)
+    pipe = Pipeline.from_engine(engine, cache_chunks=0)  # encode every run, as the reference does
     pipe.warmup()
     o = measure(lambda g: pipe.ask(QUESTION, g, video=video), args.runs)
 

@@ -20,7 +20,8 @@ from collections.abc import Callable
 import numpy as np
 
 from vinci_edge import crte
-from vinci_edge import timeline as tl
+from vinci_edge.kinds import Kind
+from vinci_edge.plan import Plan
 from vinci_edge.presets import preset_config
 from vinci_edge.runtime.native_stitch import NativeStitch, load_library, unavailable_reason
 from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
@@ -45,26 +46,26 @@ def make_inputs(seed: int = 0) -> StitchInputs:
     sep = np.array([198])
     # text, one TEG segment (video, sep, audio, sep), text
     kind = np.concatenate(
-        [np.full(TEXT_EACH_SIDE, tl.TEXT), np.full(n_video, tl.VIDEO), [tl.TEXT]]
-        + [np.full(AUDIO_TOKENS, tl.AUDIO), [tl.TEXT], np.full(TEXT_EACH_SIDE, tl.TEXT)]
+        [np.full(TEXT_EACH_SIDE, Kind.TEXT), np.full(n_video, Kind.VIDEO), [Kind.TEXT]]
+        + [np.full(AUDIO_TOKENS, Kind.AUDIO), [Kind.TEXT], np.full(TEXT_EACH_SIDE, Kind.TEXT)]
     ).astype(np.int8)
     src = np.concatenate([text, np.arange(n_video), sep, np.arange(AUDIO_TOKENS), sep, text]).astype(np.int64)
     z1, zt = np.zeros(1), np.zeros(TEXT_EACH_SIDE)
     scale = np.concatenate([zt, sv, z1, sa, z1, zt])
     a = np.concatenate([zt, av, z1, aa, z1, zt])
     b = np.concatenate([zt, bv, z1, ba, z1, zt])
-    plan = tl.Plan(kind, src, scale, a, b, np.full(kind.size, np.nan), [])
+    plan = Plan(kind, src, scale, a, b, np.full(kind.size, np.nan), [])
     return StitchInputs(
         plan=plan,
         text_table=rng.standard_normal((VOCAB, dim), dtype=np.float32),
         banks={
-            tl.VIDEO: rng.standard_normal((n_video, dim), dtype=np.float32),
-            tl.AUDIO: rng.standard_normal((AUDIO_TOKENS, dim), dtype=np.float32),
+            Kind.VIDEO: rng.standard_normal((n_video, dim), dtype=np.float32),
+            Kind.AUDIO: rng.standard_normal((AUDIO_TOKENS, dim), dtype=np.float32),
         },
         tables={
-            tl.VIDEO: crte.rotation_table(te_v),
-            tl.AUDIO: crte.rotation_table(te_a),
-            tl.IMAGE: None,
+            Kind.VIDEO: crte.rotation_table(te_v),
+            Kind.AUDIO: crte.rotation_table(te_a),
+            Kind.IMAGE: None,
         },
     )
 

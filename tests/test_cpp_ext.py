@@ -19,6 +19,8 @@ import pytest
 from vinci_edge import crte
 from vinci_edge import timeline as tl
 from vinci_edge.config import TimeEmbedding
+from vinci_edge.kinds import Kind
+from vinci_edge.plan import AudioItem, ImageItem, Item, Plan, TextItem, VideoItem, layout
 from vinci_edge.presets import preset_config
 from vinci_edge.runtime import native_stitch as ns
 from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
@@ -62,17 +64,21 @@ def random_inputs(
     kind = np.concatenate([np.full(c, k, np.int8) for k, c in counts.items()] or [np.zeros(0, np.int8)])
     rng.shuffle(kind)
     n = kind.size
-    src = np.where(kind == tl.TEXT, rng.integers(0, vocab, n), rng.integers(0, bank_rows, n)).astype(np.int64)
-    plan = tl.Plan(
+    src = np.where(kind == Kind.TEXT, rng.integers(0, vocab, n), rng.integers(0, bank_rows, n)).astype(
+        np.int64
+    )
+    plan = Plan(
         kind=kind,
         src=src,
         scale=rng.standard_normal(n) * 3,
         a=rng.uniform(0, 3600, n),
         b=rng.uniform(-1, 1, n),
         time=np.zeros(n),
-        chunks=[],
+        runs=[],
     )
-    banks = {k: rng.standard_normal((bank_rows, dim)).astype(dtype) for k in (tl.VIDEO, tl.AUDIO, tl.IMAGE)}
+    banks = {
+        k: rng.standard_normal((bank_rows, dim)).astype(dtype) for k in (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE)
+    }
     return StitchInputs(plan, rng.standard_normal((vocab, dim)).astype(dtype), banks, tables)
 
 
@@ -131,8 +137,10 @@ def test_matches_numpy_both_branches(lib, te, dim, in_dtype, out_dtype):
         assert table.rot_dim in (4, 12, 16)  # rot == D for the 16-wide tables
     rng = np.random.default_rng(dim * 7 + table.rot_dim)
     other = crte.rotation_table(MTCT if te.branch == "axial" else AXIAL)
-    tables = {tl.VIDEO: table, tl.AUDIO: other if other.rot_dim <= dim else None, tl.IMAGE: None}
-    x = random_inputs(rng, {tl.TEXT: 31, tl.VIDEO: 57, tl.AUDIO: 43, tl.IMAGE: 9}, dim, tables, in_dtype)
+    tables = {Kind.VIDEO: table, Kind.AUDIO: other if other.rot_dim <= dim else None, Kind.IMAGE: None}
+    x = random_inputs(
+        rng, {Kind.TEXT: 31, Kind.VIDEO: 57, Kind.AUDIO: 43, Kind.IMAGE: 9}, dim, tables, in_dtype
+    )
     run_both(lib, x, out_dtype)
 
 
@@ -140,8 +148,8 @@ def test_fp32_is_bit_exact_in_practice(lib):
     # Same double arithmetic, same rounding: the kernel reproduces numpy to the bit (the tolerance
     # elsewhere only allows for a libm that rounds cos/sin differently from numpy's).
     rng = np.random.default_rng(1)
-    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: crte.rotation_table(AXIAL), tl.IMAGE: None}
-    x = random_inputs(rng, {tl.TEXT: 50, tl.VIDEO: 300, tl.AUDIO: 300, tl.IMAGE: 20}, 96, tables)
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: crte.rotation_table(AXIAL), Kind.IMAGE: None}
+    x = random_inputs(rng, {Kind.TEXT: 50, Kind.VIDEO: 300, Kind.AUDIO: 300, Kind.IMAGE: 20}, 96, tables)
     got = ns.NativeStitch(lib)(x, np.float32)
     ref = stitch_numpy(x, np.float32)
     assert np.count_nonzero(got != ref) <= got.size * 1e-4
@@ -173,10 +181,10 @@ def test_rotation_is_rounded_once_from_double(lib):
     bank[: specials.size, 0] = specials
     bank[: specials.size, 1] = specials[::-1]
     n = 40
-    plan = tl.Plan(
-        np.full(n, tl.VIDEO, np.int8), np.arange(n), np.ones(n), np.ones(n), np.zeros(n), np.zeros(n), []
+    plan = Plan(
+        np.full(n, Kind.VIDEO, np.int8), np.arange(n), np.ones(n), np.ones(n), np.zeros(n), np.zeros(n), []
     )
-    x = StitchInputs(plan, np.zeros((1, 8), np.float32), {tl.VIDEO: bank}, {tl.VIDEO: table})
+    x = StitchInputs(plan, np.zeros((1, 8), np.float32), {Kind.VIDEO: bank}, {Kind.VIDEO: table})
     for out_dtype in (np.float16, np.float32):
         got = ns.NativeStitch(lib)(x, out_dtype)
         ref = stitch_numpy(x, out_dtype)
@@ -189,10 +197,10 @@ def test_fp16_conversions_are_exact_for_every_value(lib):
     # (ties, subnormals, overflow, NaN, -0), compared bit for bit with numpy's casts.
     every = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(-1, 64)
     n = every.shape[0]
-    plan = tl.Plan(
-        np.full(n, tl.IMAGE, np.int8), np.arange(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), []
+    plan = Plan(
+        np.full(n, Kind.IMAGE, np.int8), np.arange(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), []
     )
-    x = StitchInputs(plan, np.zeros((1, 64), np.float16), {tl.IMAGE: every}, {tl.IMAGE: None})
+    x = StitchInputs(plan, np.zeros((1, 64), np.float16), {Kind.IMAGE: every}, {Kind.IMAGE: None})
     got = ns.NativeStitch(lib)(x, np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), every.astype(np.float32).view(np.uint32))
 
@@ -212,10 +220,10 @@ def test_fp16_conversions_are_exact_for_every_value(lib):
     )
     vals = vals[: vals.size // 32 * 32].reshape(-1, 32)
     n = vals.shape[0]
-    plan = tl.Plan(
-        np.full(n, tl.IMAGE, np.int8), np.arange(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), []
+    plan = Plan(
+        np.full(n, Kind.IMAGE, np.int8), np.arange(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), []
     )
-    x = StitchInputs(plan, np.zeros((1, 32), np.float32), {tl.IMAGE: vals}, {tl.IMAGE: None})
+    x = StitchInputs(plan, np.zeros((1, 32), np.float32), {Kind.IMAGE: vals}, {Kind.IMAGE: None})
     got = ns.NativeStitch(lib)(x, np.float16)
     ref = stitch_numpy(x, np.float16)
     finite = ~np.isnan(ref)
@@ -229,64 +237,63 @@ def test_fp16_conversions_are_exact_for_every_value(lib):
 
 def test_empty_kinds_and_empty_plan(lib):
     rng = np.random.default_rng(4)
-    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: crte.rotation_table(MTCT), tl.IMAGE: None}
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: crte.rotation_table(MTCT), Kind.IMAGE: None}
     # no IMAGE, no AUDIO positions: their banks may even be absent
-    x = random_inputs(rng, {tl.TEXT: 5, tl.VIDEO: 20}, 40, tables)
-    x = StitchInputs(x.plan, x.text_table, {tl.VIDEO: x.banks[tl.VIDEO]}, tables)
+    x = random_inputs(rng, {Kind.TEXT: 5, Kind.VIDEO: 20}, 40, tables)
+    x = StitchInputs(x.plan, x.text_table, {Kind.VIDEO: x.banks[Kind.VIDEO]}, tables)
     run_both(lib, x, np.float32)
     # zero-length plan
     x = random_inputs(rng, {}, 40, tables)
     got = ns.NativeStitch(lib)(x, np.float16)
     assert got.shape == (0, 40) and got.dtype == np.float16
     # zero-row media bank with no positions of that kind
-    x = random_inputs(rng, {tl.TEXT: 3}, 40, tables)
-    x = StitchInputs(x.plan, x.text_table, {tl.VIDEO: np.zeros((0, 40), np.float32)}, tables)
+    x = random_inputs(rng, {Kind.TEXT: 3}, 40, tables)
+    x = StitchInputs(x.plan, x.text_table, {Kind.VIDEO: np.zeros((0, 40), np.float32)}, tables)
     run_both(lib, x, np.float32)
 
 
-@pytest.mark.parametrize("only", [tl.AUDIO, tl.VIDEO], ids=["audio-only", "video-only"])
+@pytest.mark.parametrize("only", [Kind.AUDIO, Kind.VIDEO], ids=["audio-only", "video-only"])
 def test_single_modality_plans(lib, only):
     rng = np.random.default_rng(5)
-    tables = {tl.VIDEO: crte.rotation_table(AXIAL), tl.AUDIO: crte.rotation_table(MTCT), tl.IMAGE: None}
+    tables = {Kind.VIDEO: crte.rotation_table(AXIAL), Kind.AUDIO: crte.rotation_table(MTCT), Kind.IMAGE: None}
     run_both(lib, random_inputs(rng, {only: 120}, 48, tables), np.float32)
-    run_both(lib, random_inputs(rng, {tl.TEXT: 4, only: 120}, 48, tables, np.float16), np.float16)
+    run_both(lib, random_inputs(rng, {Kind.TEXT: 4, only: 120}, 48, tables, np.float16), np.float16)
 
 
 def test_strided_and_fortran_sources(lib):
     rng = np.random.default_rng(6)
-    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: crte.rotation_table(AXIAL), tl.IMAGE: None}
-    x = random_inputs(rng, {tl.TEXT: 10, tl.VIDEO: 40, tl.AUDIO: 40}, 33, tables)
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: crte.rotation_table(AXIAL), Kind.IMAGE: None}
+    x = random_inputs(rng, {Kind.TEXT: 10, Kind.VIDEO: 40, Kind.AUDIO: 40}, 33, tables)
     wide = rng.standard_normal((50, 70)).astype(np.float32)
     banks = {
-        tl.VIDEO: wide[:, 5:38],  # rows 70 elements apart: read in place
-        tl.AUDIO: np.asfortranarray(x.banks[tl.AUDIO]),  # copied to rows first
+        Kind.VIDEO: wide[:, 5:38],  # rows 70 elements apart: read in place
+        Kind.AUDIO: np.asfortranarray(x.banks[Kind.AUDIO]),  # copied to rows first
     }
     run_both(lib, StitchInputs(x.plan, x.text_table[::-1], banks, tables), np.float32)
 
 
 def test_float64_inputs_fall_back_to_numpy(lib):
     rng = np.random.default_rng(7)
-    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: None, tl.IMAGE: None}
-    x = random_inputs(rng, {tl.TEXT: 10, tl.VIDEO: 40}, 32, tables, np.float64)
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: None, Kind.IMAGE: None}
+    x = random_inputs(rng, {Kind.TEXT: 10, Kind.VIDEO: 40}, 32, tables, np.float64)
     np.testing.assert_array_equal(ns.NativeStitch(lib)(x, np.float32), stitch_numpy(x, np.float32))
-    x32 = random_inputs(rng, {tl.TEXT: 10, tl.VIDEO: 40}, 32, tables)
+    x32 = random_inputs(rng, {Kind.TEXT: 10, Kind.VIDEO: 40}, 32, tables)
     np.testing.assert_array_equal(ns.NativeStitch(lib)(x32, np.float64), stitch_numpy(x32, np.float64))
 
 
-def _tiny_plan(media: list[tl.MediaInput], markers: list[str]) -> tuple[tl.Plan, object]:
+def _tiny_plan(media: list[Item]) -> tuple[Plan, object]:
     cfg = preset_config("tiny")
-    marker_ids = {"sound": 900, "video": 901, "image": 902}
-    ids = [1, 2, *(marker_ids[m] for m in markers), 3, 4]
-    return tl.build_plan(ids, media, cfg, marker_ids, lambda s: [10] if s == "\n" else [11, 12]), cfg
+    items = [TextItem([1, 2]), *media, TextItem([3, 4])]
+    return layout(items, cfg, lambda s: [10] if s == "\n" else [11, 12]), cfg
 
 
-def _preset_inputs(plan: tl.Plan, cfg, rng: np.random.Generator, dtype: type) -> StitchInputs:
+def _preset_inputs(plan: Plan, cfg, rng: np.random.Generator, dtype: type) -> StitchInputs:
     d = cfg.hidden_size
     banks = {k: rng.standard_normal((max(plan.bank_rows.get(k, 0), 1), d)).astype(dtype) for k in (1, 2, 3)}
     tables = {
-        tl.VIDEO: crte.rotation_table(cfg.video_encoder.time) if cfg.video_encoder.time else None,
-        tl.AUDIO: crte.rotation_table(cfg.sound_encoder.time) if cfg.sound_encoder.time else None,
-        tl.IMAGE: None,
+        Kind.VIDEO: crte.rotation_table(cfg.video_encoder.time) if cfg.video_encoder.time else None,
+        Kind.AUDIO: crte.rotation_table(cfg.sound_encoder.time) if cfg.sound_encoder.time else None,
+        Kind.IMAGE: None,
     }
     return StitchInputs(plan, rng.standard_normal((1024, d)).astype(dtype), banks, tables)
 
@@ -296,13 +303,13 @@ def test_plans_from_the_tiny_preset(lib, case):
     cfg = preset_config("tiny")
     video = tl.VideoTimeline(tl.sample_frame_indices(100, 4), 10.0, 100, 4)
     audio = tl.audio_timeline(16000 * 10, cfg)
-    media, markers = {
-        "video+audio (TEG)": ([tl.VideoInput(video, audio)], ["sound", "video"]),
-        "audio": ([tl.AudioInput(audio)], ["sound"]),
-        "video": ([tl.VideoInput(video)], ["video"]),
-        "image+audio": ([tl.ImageInput(7), tl.AudioInput(audio)], ["image", "sound"]),
+    media = {
+        "video+audio (TEG)": [VideoItem(video, audio)],
+        "audio": [AudioItem(audio)],
+        "video": [VideoItem(video)],
+        "image+audio": [ImageItem(7), AudioItem(audio)],
     }[case]
-    plan, cfg = _tiny_plan(media, markers)
+    plan, cfg = _tiny_plan(media)
     assert len(plan) > 10
     rng = np.random.default_rng(8)
     for dtype in (np.float32, np.float16):
@@ -312,9 +319,9 @@ def test_plans_from_the_tiny_preset(lib, case):
 
 def test_threads_give_identical_output(lib):
     rng = np.random.default_rng(9)
-    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: crte.rotation_table(AXIAL), tl.IMAGE: None}
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: crte.rotation_table(AXIAL), Kind.IMAGE: None}
     # 3000 x 512 x 4 bytes: enough output for the kernel to use several threads
-    x = random_inputs(rng, {tl.TEXT: 200, tl.VIDEO: 1800, tl.AUDIO: 900, tl.IMAGE: 100}, 512, tables)
+    x = random_inputs(rng, {Kind.TEXT: 200, Kind.VIDEO: 1800, Kind.AUDIO: 900, Kind.IMAGE: 100}, 512, tables)
     one = run_both(lib, x, np.float32, threads=1)
     for threads in (2, 5, 0):
         np.testing.assert_array_equal(ns.NativeStitch(lib, num_threads=threads)(x, np.float32), one)
@@ -329,26 +336,26 @@ def test_threads_give_identical_output(lib):
 
 def test_errors_are_python_exceptions(lib):
     rng = np.random.default_rng(10)
-    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: None, tl.IMAGE: None}
-    x = random_inputs(rng, {tl.TEXT: 4, tl.VIDEO: 6}, 32, tables)
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: None, Kind.IMAGE: None}
+    x = random_inputs(rng, {Kind.TEXT: 4, Kind.VIDEO: 6}, 32, tables)
     stitch = ns.NativeStitch(lib)
     buf = np.zeros((10, 32), np.float32)
 
     bad_src = x.plan.src.copy()
-    bad_src[np.flatnonzero(x.plan.kind == tl.VIDEO)[0]] = 50  # bank has 50 rows
-    bad = tl.Plan(x.plan.kind, bad_src, x.plan.scale, x.plan.a, x.plan.b, x.plan.time, [])
+    bad_src[np.flatnonzero(x.plan.kind == Kind.VIDEO)[0]] = 50  # bank has 50 rows
+    bad = Plan(x.plan.kind, bad_src, x.plan.scale, x.plan.a, x.plan.b, x.plan.time, [])
     with pytest.raises(IndexError):
         stitch(StitchInputs(bad, x.text_table, x.banks, tables), np.float32, out=buf)
     assert not buf.any()  # validated before anything is written
 
     with pytest.raises(KeyError):
-        stitch(StitchInputs(x.plan, x.text_table, {tl.AUDIO: x.banks[tl.AUDIO]}, tables), np.float32)
-    odd = {tl.VIDEO: crte.RotationTable(np.ones(3), np.zeros(0))}
+        stitch(StitchInputs(x.plan, x.text_table, {Kind.AUDIO: x.banks[Kind.AUDIO]}, tables), np.float32)
+    odd = {Kind.VIDEO: crte.RotationTable(np.ones(3), np.zeros(0))}
     with pytest.raises(ValueError):
         stitch(StitchInputs(x.plan, x.text_table, x.banks, odd), np.float32)
     bad_kind = x.plan.kind.copy()
     bad_kind[0] = 7
-    bad = tl.Plan(bad_kind, x.plan.src, x.plan.scale, x.plan.a, x.plan.b, x.plan.time, [])
+    bad = Plan(bad_kind, x.plan.src, x.plan.scale, x.plan.a, x.plan.b, x.plan.time, [])
     with pytest.raises(ValueError):
         stitch(StitchInputs(bad, x.text_table, x.banks, tables), np.float32)
     with pytest.raises(ValueError):
@@ -476,17 +483,17 @@ def test_cuda_entry_checks_on_the_host_and_fails_cleanly_without_a_device(lib):
             ns.stitch_cuda({}, ns.DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)
         return
     fake = ns.DevicePlan(0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 5)  # never dereferenced below
-    odd = {tl.VIDEO: ns.DeviceSource(ptr=0x1000, rows=10, freqs_a=0x100, len_a=3)}
+    odd = {Kind.VIDEO: ns.DeviceSource(ptr=0x1000, rows=10, freqs_a=0x100, len_a=3)}
     with pytest.raises(ValueError, match="odd"):
         ns.stitch_cuda(odd, fake, 64, 0x7000, lib=lib)
     with pytest.raises(ValueError):
         ns.stitch_cuda(
-            {tl.TEXT: ns.DeviceSource(ptr=0x1000, rows=10, row_stride=32)}, fake, 64, 0x7000, lib=lib
+            {Kind.TEXT: ns.DeviceSource(ptr=0x1000, rows=10, row_stride=32)}, fake, 64, 0x7000, lib=lib
         )
     ns.stitch_cuda({}, ns.DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)  # nothing to do: no launch
     if lib.cuda_device_count() <= 0:  # (with a device, fake pointers would fault: tests/gpu runs it)
         with pytest.raises(RuntimeError, match="cuda"):
-            ns.stitch_cuda({tl.TEXT: ns.DeviceSource(ptr=0x1000, rows=10)}, fake, 64, 0x7000, lib=lib)
+            ns.stitch_cuda({Kind.TEXT: ns.DeviceSource(ptr=0x1000, rows=10)}, fake, 64, 0x7000, lib=lib)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,9 +524,7 @@ def test_torch_op_stitch_and_fallback(lib, monkeypatch, tmp_path):
     torch = pytest.importorskip("torch")
     from vinci_edge.model import crte_op
 
-    plan, cfg = _tiny_plan(
-        [tl.VideoInput(tl.VideoTimeline(tl.sample_frame_indices(100, 4), 10.0, 100, 4))], ["video"]
-    )
+    plan, cfg = _tiny_plan([VideoItem(tl.VideoTimeline(tl.sample_frame_indices(100, 4), 10.0, 100, 4))])
     x = _preset_inputs(plan, cfg, np.random.default_rng(12), np.float32)
     ref = stitch_numpy(x, np.float32)
     banks = {k: torch.from_numpy(v) for k, v in x.banks.items()}
@@ -545,7 +550,7 @@ def test_torch_op_is_a_drop_in_for_the_reference_model_stitch(lib):
 
     cfg = preset_config("tiny")
     video = tl.VideoTimeline(tl.sample_frame_indices(100, 4), 10.0, 100, 4)
-    plan, _ = _tiny_plan([tl.VideoInput(video, tl.audio_timeline(16000 * 10, cfg))], ["sound", "video"])
+    plan, _ = _tiny_plan([VideoItem(video, tl.audio_timeline(16000 * 10, cfg))])
     torch.manual_seed(0)
     model = OmniVinciModel(cfg).eval()
     rng = np.random.default_rng(13)
@@ -553,7 +558,7 @@ def test_torch_op_is_a_drop_in_for_the_reference_model_stitch(lib):
         k: torch.from_numpy(
             rng.standard_normal((max(plan.bank_rows[k], 1), cfg.hidden_size)).astype(np.float32)
         )
-        for k in (tl.VIDEO, tl.AUDIO, tl.IMAGE)
+        for k in (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE)
     }
     with torch.no_grad():
         ref = model.stitch(plan, banks)

@@ -17,7 +17,7 @@ from vinci_edge.export.audio import export_audio  # noqa: E402
 from vinci_edge.export.vision import VisionStage, export_image_projector, export_vision  # noqa: E402
 from vinci_edge.model.checkpoint import load_model  # noqa: E402
 from vinci_edge.model.vision import merge_chessboard, merge_s2_features, split_chessboard  # noqa: E402
-from vinci_edge.runtime.s2_merge import area_resize, merge_image_features, merge_image_tokens  # noqa: E402
+from vinci_edge.request.s2_merge import area_resize, merge_image_features, merge_image_tokens  # noqa: E402
 
 FP32_ATOL = 1e-4
 # fp16 engines vs the fp32 reference, relative to the largest |reference| value: 2e-3 is ~2 fp16

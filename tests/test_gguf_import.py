@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from vinci_edge.errors import CheckpointError
+from vinci_edge.kinds import Kind
 from vinci_edge.text import TextTokenizer
 from vinci_edge.tokens import ENDOFTEXT, IM_END, IM_START, MM_BOS_EOS_TOKENS, REQUIRED_SPECIAL_TOKENS
 
@@ -147,7 +148,7 @@ def test_media_tokens_are_single_ids_inside_the_embedding_table(imported, model)
     for token, idx in zip(REQUIRED_SPECIAL_TOKENS, ids):
         assert tok.encode(f"x{token}y")[1] == idx and idx < vocab, token
     assert tok.token_id(ENDOFTEXT) == 0 and tok.token_id(IM_START) == 1 and tok.token_id(IM_END) == 2
-    assert tok.token_id(MM_BOS_EOS_TOKENS["sound"][1]) == vocab - 1
+    assert tok.token_id(MM_BOS_EOS_TOKENS[Kind.AUDIO][1]) == vocab - 1
 
 
 def test_new_embedding_rows_are_the_mean_of_the_old_ones(model) -> None:

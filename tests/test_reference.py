@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from vinci_edge import crte
-from vinci_edge import timeline as tl
 from vinci_edge.cli import run
 from vinci_edge.errors import CheckpointError
 from vinci_edge.generation import GenerationConfig
+from vinci_edge.kinds import Kind
 from vinci_edge.metrics import Metrics
 from vinci_edge.model.checkpoint import init_checkpoint, load_model, save_checkpoint
 from vinci_edge.model.reference import Reference
@@ -75,15 +75,15 @@ def test_stitch_places_text_and_rotates_media(tiny_ckpt, clip):
     ref = Reference.from_checkpoint(tiny_ckpt)
     req = ref.prepare("Describe.", video=clip)
     embeds = ref.inputs_embeds(req)
-    text = req.plan.kind == tl.TEXT
+    text = req.plan.kind == Kind.TEXT
     table = ref.model.embed_tokens(torch.from_numpy(req.plan.src[text]))
     assert torch.equal(embeds[torch.from_numpy(text)], table)
     # media rows are the stage outputs rotated by CRTE: the torch rotation agrees with numpy's
     banks = ref.banks(req, Metrics())
-    v = req.plan.kind == tl.VIDEO
-    rows = banks[tl.VIDEO][torch.from_numpy(req.plan.src[v])].double().numpy()
+    v = req.plan.kind == Kind.VIDEO
+    rows = banks[Kind.VIDEO][torch.from_numpy(req.plan.src[v])].double().numpy()
     expect = crte.apply_rotation(
-        rows, ref.model.tables[tl.VIDEO], req.plan.scale[v], req.plan.a[v], req.plan.b[v]
+        rows, ref.model.tables[Kind.VIDEO], req.plan.scale[v], req.plan.a[v], req.plan.b[v]
     )
     np.testing.assert_allclose(embeds[torch.from_numpy(v)].double().numpy(), expect, rtol=0, atol=1e-6)
 

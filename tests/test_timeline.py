@@ -6,9 +6,13 @@ import pytest
 from vinci_edge import timeline as tl
 from vinci_edge.config import build_config
 from vinci_edge.errors import PromptError
+from vinci_edge.kinds import Kind
+from vinci_edge.plan import AudioItem, ImageItem, TextItem, VideoItem, layout, video_positions, video_rows
 from vinci_edge.presets import preset_components
+from vinci_edge.request.chunks import AudioChunk, TextChunk, VideoChunk
+from vinci_edge.request.prompt import split_at_placeholders
 
-MARKERS = {"sound": 900, "video": 901, "image": 902}
+MARKERS = {Kind.AUDIO: 900, Kind.VIDEO: 901, Kind.IMAGE: 902}
 SEP = 10
 
 
@@ -48,8 +52,7 @@ def test_teg_order_counts_and_times():
     assert [s.frames for s in segs] == [(0, 1), (2,), (3,)]
     assert [s.stft for s in segs] == [(0, 400), (400, 800), (800, 1000)]  # 100 STFT frames / s
 
-    ids = [1, 2, MARKERS["sound"], MARKERS["video"], 3, 4]
-    plan = tl.build_plan(ids, [tl.VideoInput(video, audio)], cfg, MARKERS, text_ids)
+    plan = layout([TextItem([1, 2]), VideoItem(video, audio), TextItem([3, 4])], cfg, text_ids)
     tpf = cfg.tokens_per_frame  # 4
     # video: 16 tokens cut at ceil((f+1) * 4) = 8, 12, 16; audio: 750 / 3000 per STFT frame -> 100,
     # 200, 250 (the padding after 10 s is never used); one separator after each part
@@ -60,19 +63,19 @@ def test_teg_order_counts_and_times():
         + [("video", 4), ("sep", 1), ("audio", 50), ("sep", 1)]
         + [("text", 2)]
     )
-    assert [(c.kind, c.end - c.start) for c in plan.chunks] == expect
+    assert [(r.label, r.end - r.start) for r in plan.runs] == expect
     assert len(plan) == 2 + 16 + 250 + 6 + 2
     assert plan.counts() == {"text": 10, "video": 16, "audio": 250, "image": 0}
     # the <sound> placeholder of the video takes no positions; the separators are "\n"
-    assert (plan.src[plan.kind == tl.TEXT] == [1, 2] + [SEP] * 6 + [3, 4]).all()
+    assert (plan.src[plan.kind == Kind.TEXT] == [1, 2] + [SEP] * 6 + [3, 4]).all()
 
-    v = plan.kind == tl.VIDEO
+    v = plan.kind == Kind.VIDEO
     assert plan.src[v].tolist() == list(range(16 * 1))[:16]  # frame-major bank rows, in order
     assert np.unique(plan.time[v]).tolist() == [0.0, 3.3, 6.6, 9.9]  # frame index / fps
-    a = plan.kind == tl.AUDIO
+    a = plan.kind == Kind.AUDIO
     assert plan.src[a].tolist() == list(range(250))
     assert plan.time[a][:3] == pytest.approx([0.02, 0.06, 0.10])  # (i + .5) * 30 / 750
-    assert plan.bank_rows == {tl.VIDEO: 4 * tpf, tl.AUDIO: 750, tl.IMAGE: 0}
+    assert plan.bank_rows == {Kind.VIDEO: 4 * tpf, Kind.AUDIO: 750, Kind.IMAGE: 0}
     # times never go backwards within a modality: TEG keeps time order
     assert (np.diff(plan.time[a]) > 0).all() and (np.diff(plan.time[v]) >= 0).all()
 
@@ -83,9 +86,7 @@ def test_frames_that_failed_to_decode_are_skipped():
     audio = tl.audio_timeline(16000 * 10, cfg)
     segs = tl.teg_segments(video, audio, cfg)
     assert [s.frames for s in segs] == [(0,), (1,), (2,)]
-    plan = tl.build_plan(
-        [MARKERS["sound"], MARKERS["video"]], [tl.VideoInput(video, audio)], cfg, MARKERS, text_ids
-    )
+    plan = layout([VideoItem(video, audio)], cfg, text_ids)
     assert plan.counts()["video"] == 3 * cfg.tokens_per_frame
 
 
@@ -93,42 +94,58 @@ def test_not_interleaved_and_video_without_audio():
     cfg = config(interleaved_vis_aud_in_video=False)
     video = tl.VideoTimeline(tl.sample_frame_indices(40, 4), 10.0, 40, 4)
     audio = tl.audio_timeline(16000 * 4, cfg)
-    ids = [MARKERS["sound"], MARKERS["video"], 5]
-    plan = tl.build_plan(ids, [tl.VideoInput(video, audio)], cfg, MARKERS, text_ids)
-    kinds = [c.kind for c in plan.chunks]
+    # without TEG the video's track is a chunk of its own, at its <sound> placeholder
+    plan = layout([AudioItem(audio), VideoItem(video), TextItem([5])], cfg, text_ids)
+    kinds = [r.label for r in plan.runs]
     assert kinds == ["audio", "video", "text"]  # <sound> then <vila/video>, whole tracks
     assert plan.counts()["audio"] == 750
-    plan2 = tl.build_plan([MARKERS["video"], 5], [tl.VideoInput(video)], cfg, MARKERS, text_ids)
-    assert [c.kind for c in plan2.chunks] == ["video", "text"]
+    plan2 = layout([VideoItem(video), TextItem([5])], cfg, text_ids)
+    assert [r.label for r in plan2.runs] == ["video", "text"]
 
 
 def test_audio_only_and_image():
     cfg = config()
     audio = tl.audio_timeline(16000 * 3, cfg)
-    plan = tl.build_plan(
-        [1, MARKERS["image"], MARKERS["sound"], 2],
-        [tl.ImageInput(12), tl.AudioInput(audio)],
-        cfg,
-        MARKERS,
-        text_ids,
-    )
-    assert [(c.kind, c.end - c.start) for c in plan.chunks] == [
+    plan = layout([TextItem([1]), ImageItem(12), AudioItem(audio), TextItem([2])], cfg, text_ids)
+    assert [(r.label, r.end - r.start) for r in plan.runs] == [
         ("text", 1),
         ("image", 12),
         ("sep", 1),
         ("audio", 750),
         ("text", 1),
     ]  # image end token "\n"
-    assert plan.bank_rows[tl.IMAGE] == 12 and plan.bank_rows[tl.AUDIO] == 750
+    assert plan.bank_rows[Kind.IMAGE] == 12 and plan.bank_rows[Kind.AUDIO] == 750
 
 
 def test_marker_media_mismatch_is_an_error():
     cfg = config()
-    audio = tl.audio_timeline(16000, cfg)
+    audio = AudioChunk("a", "a.wav", np.zeros((1, 128, 3000), np.float32), tl.audio_timeline(16000, cfg))
     with pytest.raises(PromptError, match="do not match"):
-        tl.build_plan([1, 2], [tl.AudioInput(audio)], cfg, MARKERS, text_ids)
+        split_at_placeholders([1, 2], [audio], MARKERS)
     with pytest.raises(PromptError, match="do not match"):
-        tl.build_plan([MARKERS["video"]], [tl.AudioInput(audio)], cfg, MARKERS, text_ids)
+        split_at_placeholders([MARKERS[Kind.VIDEO]], [audio], MARKERS)
+
+
+def test_placeholders_split_the_prompt_into_chunks():
+    cfg = config()
+    video = VideoChunk(
+        "v",
+        "v.mp4",
+        np.zeros((4, 3, 8, 8), np.float32),
+        tl.VideoTimeline(tl.sample_frame_indices(100, 4), 10.0, 100, 4),
+        AudioChunk("a", "v.mp4 (audio)", np.zeros((1, 128, 3000), np.float32), tl.audio_timeline(16000, cfg)),
+    )
+    ids = [1, 2, MARKERS[Kind.AUDIO], 7, MARKERS[Kind.VIDEO], 3]
+    chunks = split_at_placeholders(ids, [video], MARKERS)
+    # the TEG video's own <sound> takes no chunk; the text between its placeholders stays before it
+    assert [type(c) for c in chunks] == [TextChunk, TextChunk, VideoChunk, TextChunk]
+    assert [c.ids for c in chunks if isinstance(c, TextChunk)] == [(1, 2), (7,), (3,)]
+    plan = layout([c.item() for c in chunks], cfg, text_ids)
+    # the video chunk owns its interleaved runs; the text chunks theirs
+    assert {r.item for r in plan.runs if r.kind in (Kind.VIDEO, Kind.AUDIO) or r.inserted} == {2}
+    assert [r.label for r in plan.runs if r.item == 2][:4] == ["video", "sep", "audio", "sep"]
+    assert [r.item for r in plan.runs if r.label == "text"] == [0, 1, 3]
+    assert plan.positions(2)[0][0] == 3 and plan.positions(3) == [(len(plan) - 1, len(plan))]
 
 
 def test_temporal_pooling_times_and_counts():
@@ -140,7 +157,7 @@ def test_temporal_pooling_times_and_counts():
         ' "period_fix": "shortest", "trope_dim": 16, "max_time": 100}'
     )
     video = tl.VideoTimeline(tl.sample_frame_indices(30, 3), 10.0, 30, 3)
-    seq, rows = tl.video_sequence(video, cfg, 0, text_ids)
+    seq, rows = video_positions(video, cfg, 0, text_ids), video_rows(video, cfg)
     # pool (2,1,1): 2 frames x 4 tokens; pool (1,2,2): 3 frames x 1 token; a sep after each
     assert rows == 8 + 3 and len(seq) == 8 + 1 + 3 + 1
     assert seq.time[:8].tolist() == [0.7, 0.7, 0.7, 0.7, 2.9, 2.9, 2.9, 2.9]

@@ -92,7 +92,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     ref = Reference.from_checkpoint(args.checkpoint, dtype=args.dtype, native_stitch=args.native_stitch)
     on_text = None if args.json else (lambda s: print(s, end="", flush=True))
     answer = ref.answer(
-        args.prompt, _gen_config(args), on_text=on_text, video=args.video, audio=args.audio, image=args.image
+        args.prompt,
+        _gen_config(args),
+        on_text=on_text,
+        video=args.video,
+        audio=args.audio,
+        image=args.image,
+        num_frames=args.num_frames,
     )
     _print_answer(answer, args.json)
     return 0

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vinci_edge.config import TimeEmbedding
+from vinci_edge.config import OmniVinciConfig, TimeEmbedding
+from vinci_edge.kinds import Kind
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,16 @@ def rotation_table(te: TimeEmbedding) -> RotationTable:
         )
     axis = axial_frequencies(te)
     return RotationTable(freqs_a=axis, freqs_b=axis.copy())
+
+
+def rotation_tables(cfg: OmniVinciConfig) -> dict[Kind, RotationTable | None]:
+    """Each medium's rotation table (None: its rows are not rotated). Images carry no time."""
+    video, sound = cfg.video_encoder.time, cfg.sound_encoder.time
+    return {
+        Kind.VIDEO: rotation_table(video) if video else None,
+        Kind.AUDIO: rotation_table(sound) if sound else None,
+        Kind.IMAGE: None,
+    }
 
 
 def axis_positions(te: TimeEmbedding, index: np.ndarray, count: int) -> np.ndarray:

@@ -6,18 +6,20 @@ one written by `vinci-edge init-checkpoint` are used the same way.
 
 from __future__ import annotations
 
+from vinci_edge.kinds import Kind
+
 IMAGE = "<image>"
 VIDEO = "<vila/video>"
 SOUND = "<sound>"
 SENTINEL = "<vila/sentinel>"
 
-MEDIA_TOKENS: dict[str, str] = {"image": IMAGE, "video": VIDEO, "sound": SOUND}
+MEDIA_TOKENS: dict[Kind, str] = {Kind.IMAGE: IMAGE, Kind.VIDEO: VIDEO, Kind.AUDIO: SOUND}
 
 # Wrapped around a media placeholder when the config sets `mm_use_bos_eos_tokens`.
-MM_BOS_EOS_TOKENS: dict[str, tuple[str, str]] = {
-    "image": ("<|image_bos|>", "<|image_eos|>"),
-    "video": ("<|video_bos|>", "<|video_eos|>"),
-    "sound": ("<|sound_bos|>", "<|sound_eos|>"),
+MM_BOS_EOS_TOKENS: dict[Kind, tuple[str, str]] = {
+    Kind.IMAGE: ("<|image_bos|>", "<|image_eos|>"),
+    Kind.VIDEO: ("<|video_bos|>", "<|video_eos|>"),
+    Kind.AUDIO: ("<|sound_bos|>", "<|sound_eos|>"),
 }
 
 # ChatML, as used by Qwen2 (and by SmolLM2).

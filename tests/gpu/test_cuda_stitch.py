@@ -16,6 +16,8 @@ import pytest
 from vinci_edge import crte
 from vinci_edge import timeline as tl
 from vinci_edge.config import TimeEmbedding
+from vinci_edge.kinds import Kind
+from vinci_edge.plan import Plan, TextItem, VideoItem, layout
 from vinci_edge.presets import preset_config
 from vinci_edge.runtime import native_stitch as ns
 from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
@@ -118,7 +120,7 @@ def run_cuda(
 ) -> tuple[np.ndarray, int]:
     """x on the device, the kernel on a fresh stream, the result back (and the error flag)."""
     plan, dim = x.plan, x.text_table.shape[1]
-    sources = {tl.TEXT: ns.DeviceSource(dev.put(x.text_table), x.text_table.shape[0], x.text_table.dtype)}
+    sources = {Kind.TEXT: ns.DeviceSource(dev.put(x.text_table), x.text_table.shape[0], x.text_table.dtype)}
     for k, bank in x.banks.items():
         table = x.tables.get(k)
         src = dict(ptr=dev.put(bank), rows=bank.shape[0], dtype=bank.dtype)
@@ -161,12 +163,12 @@ def assert_matches(got: np.ndarray, ref: np.ndarray) -> None:
 
 def random_inputs(rng: np.random.Generator, dim: int, dtype: type, n: int = 700) -> StitchInputs:
     kind = rng.integers(0, 4, n).astype(np.int8)
-    src = np.where(kind == tl.TEXT, rng.integers(0, 97, n), rng.integers(0, 60, n)).astype(np.int64)
-    plan = tl.Plan(
+    src = np.where(kind == Kind.TEXT, rng.integers(0, 97, n), rng.integers(0, 60, n)).astype(np.int64)
+    plan = Plan(
         kind, src, rng.standard_normal(n), rng.uniform(0, 3600, n), rng.uniform(-1, 1, n), np.zeros(n), []
     )
-    banks = {k: rng.standard_normal((60, dim)).astype(dtype) for k in (tl.VIDEO, tl.AUDIO, tl.IMAGE)}
-    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: crte.rotation_table(AXIAL), tl.IMAGE: None}
+    banks = {k: rng.standard_normal((60, dim)).astype(dtype) for k in (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE)}
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: crte.rotation_table(AXIAL), Kind.IMAGE: None}
     return StitchInputs(plan, rng.standard_normal((97, dim)).astype(dtype), banks, tables)
 
 
@@ -184,12 +186,9 @@ def test_cuda_matches_numpy(lib, dev, dim, in_dtype, out_dtype):
 def test_cuda_plan_from_the_tiny_preset_with_padded_output(lib, dev):
     cfg = preset_config("tiny")
     video = tl.VideoTimeline(tl.sample_frame_indices(100, 4), 10.0, 100, 4)
-    markers = {"sound": 900, "video": 901, "image": 902}
-    plan = tl.build_plan(
-        [1, 900, 901, 2],
-        [tl.VideoInput(video, tl.audio_timeline(16000 * 10, cfg))],
+    plan = layout(
+        [TextItem([1]), VideoItem(video, tl.audio_timeline(16000 * 10, cfg)), TextItem([2])],
         cfg,
-        markers,
         lambda s: [10] if s == "\n" else [11],
     )
     rng = np.random.default_rng(0)
@@ -198,9 +197,9 @@ def test_cuda_plan_from_the_tiny_preset_with_padded_output(lib, dev):
         k: rng.standard_normal((max(plan.bank_rows.get(k, 0), 1), d)).astype(np.float32) for k in (1, 2, 3)
     }
     tables = {
-        tl.VIDEO: crte.rotation_table(cfg.video_encoder.time),
-        tl.AUDIO: crte.rotation_table(cfg.sound_encoder.time),
-        tl.IMAGE: None,
+        Kind.VIDEO: crte.rotation_table(cfg.video_encoder.time),
+        Kind.AUDIO: crte.rotation_table(cfg.sound_encoder.time),
+        Kind.IMAGE: None,
     }
     x = StitchInputs(plan, rng.standard_normal((1024, d)).astype(np.float32), banks, tables)
     got, _ = run_cuda(dev, x, np.float32, out_pad=3)  # rows 67 apart: the scalar path
@@ -210,9 +209,9 @@ def test_cuda_plan_from_the_tiny_preset_with_padded_output(lib, dev):
 def test_cuda_bad_src_zeroes_the_row_and_sets_the_flag(lib, dev):
     x = random_inputs(np.random.default_rng(1), 64, np.float32, n=50)
     src = x.plan.src.copy()
-    bad = int(np.flatnonzero(x.plan.kind == tl.VIDEO)[0])
+    bad = int(np.flatnonzero(x.plan.kind == Kind.VIDEO)[0])
     src[bad] = 10_000
-    plan = tl.Plan(x.plan.kind, src, x.plan.scale, x.plan.a, x.plan.b, x.plan.time, [])
+    plan = Plan(x.plan.kind, src, x.plan.scale, x.plan.a, x.plan.b, x.plan.time, [])
     got, flag = run_cuda(
         dev, StitchInputs(plan, x.text_table, x.banks, x.tables), np.float32, error_flag=True
     )

@@ -5,7 +5,7 @@
     image_projector.onnx   features (B, P, C * n_scales) -> tokens (B, T, D) = mm_projector
 
 Video frames use `tokens`; images with dynamic S2 use `features`, merged across scales and tiles by
-`vinci_edge.runtime.s2_merge`, then the image projector. One vision graph serves both, so the tower
+`vinci_edge.request.s2_merge`, then the image projector. One vision graph serves both, so the tower
 weights are loaded once.
 
 The graph holds only what the feature needs: SigLIP's feature is `hidden_states[select_layer]`

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from vinci_edge import crte
-from vinci_edge import timeline as tl
+from vinci_edge.kinds import Kind
 from vinci_edge.model.omnivinci import rotate_by_angles
+from vinci_edge.plan import Plan
 from vinci_edge.runtime import native_stitch as ns
 
 OP_NAME = "vinci_edge::crte_stitch"
-MEDIA_KINDS = (tl.VIDEO, tl.AUDIO, tl.IMAGE)
+MEDIA_KINDS = (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE)
 _DTYPES = {torch.float32: ns.F32, torch.float16: ns.F16}
 
 
@@ -165,7 +166,7 @@ def _freqs(table: crte.RotationTable | None) -> tuple[torch.Tensor, torch.Tensor
 
 
 def stitch(
-    plan: tl.Plan,
+    plan: Plan,
     text_table: torch.Tensor,
     banks: dict[int, torch.Tensor],
     tables: dict[int, crte.RotationTable | None],
@@ -197,17 +198,16 @@ def rotate(
     """`vinci_edge.model.omnivinci.rotate` through the op: rotate every row of x (n, D), returned in
     x's dtype (float32 / float16 on the native kernel; other dtypes in torch float64)."""
     n = x.shape[0]
-    plan = tl.Plan(
-        kind=np.full(n, tl.VIDEO, np.int8),
+    plan = Plan(
+        kind=np.full(n, Kind.VIDEO, np.int8),
         src=np.arange(n, dtype=np.int64),
         scale=np.asarray(scale, np.float64),
         a=np.asarray(a, np.float64),
         b=np.asarray(b, np.float64),
         time=np.full(n, np.nan),
-        chunks=[],
     )
     text = x.new_zeros((0, x.shape[1]))
-    return stitch(plan, text, {tl.VIDEO: x}, {tl.VIDEO: table}, x.dtype)
+    return stitch(plan, text, {Kind.VIDEO: x}, {Kind.VIDEO: table}, x.dtype)
 
 
 __all__ = ["OP_NAME", "crte_stitch", "native_available", "rotate", "stitch"]

@@ -1,7 +1,7 @@
 """The PyTorch reference OmniVinci: towers, projectors, the LLM, stitching by the plan, generation.
 
 Each `encode_*` method is exactly what one exported stage computes, so export parity tests compare
-stage against stage. The stitch (TEG gather + CRTE) follows the shared `vinci_edge.timeline` plan and
+stage against stage. The stitch (TEG gather + CRTE) follows the shared plan (`vinci_edge.plan`) and
 rotates in float64, as the official code does.
 """
 
@@ -13,8 +13,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from vinci_edge import crte
-from vinci_edge import timeline as tl
 from vinci_edge.config import OmniVinciConfig
+from vinci_edge.kinds import Kind
 from vinci_edge.model.audio import SoundProjector, SoundTower
 from vinci_edge.model.vision import (
     MMProjector,
@@ -24,6 +24,7 @@ from vinci_edge.model.vision import (
     repeat_scales,
     split_chessboard,
 )
+from vinci_edge.plan import Plan
 
 
 def llm_config(llm: dict):
@@ -42,26 +43,6 @@ def build_llm(cfg: OmniVinciConfig) -> nn.Module:
     return AutoModelForCausalLM.from_config(llm_config(cfg.llm), dtype=torch.float32)
 
 
-def pool_video_features(x: torch.Tensor, pool: tuple[int, int, int]) -> torch.Tensor:
-    """(frames, tokens, D) pooled over (time, height, width) windows; a short last window is padded
-    with the scalar mean of its elements (the official quirk)."""
-    if pool == (1, 1, 1):
-        return x
-    n, t, d = x.shape
-    side = int(round(t**0.5))
-    x = x.reshape(n, side, side, d)
-    for dim, p in enumerate(pool):
-        rem = x.shape[dim] % p
-        if rem:
-            tail = x.narrow(dim, x.shape[dim] - rem, rem)
-            shape = list(x.shape)
-            shape[dim] = p - rem
-            x = torch.cat([x, torch.full(shape, float(tail.mean()), dtype=x.dtype)], dim=dim)
-        shape = list(x.shape)
-        x = x.reshape(*shape[:dim], shape[dim] // p, p, *shape[dim + 1 :]).mean(dim + 1)
-    return x.reshape(x.shape[0], -1, d)
-
-
 class OmniVinciModel(nn.Module):
     def __init__(self, cfg: OmniVinciConfig, with_llm: bool = True) -> None:
         super().__init__()
@@ -74,11 +55,7 @@ class OmniVinciModel(nn.Module):
             self.sound_tower = SoundTower(cfg)
             self.sound_mm_projector = SoundProjector(cfg)
         self.use_native_stitch = False
-        self.tables = {
-            tl.VIDEO: crte.rotation_table(cfg.video_encoder.time) if cfg.video_encoder.time else None,
-            tl.AUDIO: crte.rotation_table(cfg.sound_encoder.time) if cfg.sound_encoder.time else None,
-            tl.IMAGE: None,
-        }
+        self.tables = crte.rotation_tables(cfg)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -111,20 +88,7 @@ class OmniVinciModel(nn.Module):
         return self.llm.get_input_embeddings()(ids)
 
     # ---- stitch -----------------------------------------------------------------------------------
-    def video_bank(
-        self, frame_tokens: torch.Tensor, plan: tl.Plan, frames_per_video: list[int]
-    ) -> torch.Tensor:
-        """Vision outputs -> the video bank the plan indexes: per video, per pool size, pooled rows."""
-        parts = []
-        start = 0
-        for n in frames_per_video:
-            x = frame_tokens[start : start + n]
-            start += n
-            for pool in self.cfg.video_encoder.pool_sizes:
-                parts.append(pool_video_features(x, pool).reshape(-1, x.shape[-1]))
-        return torch.cat(parts) if parts else frame_tokens.reshape(-1, frame_tokens.shape[-1])
-
-    def stitch(self, plan: tl.Plan, banks: dict[int, torch.Tensor]) -> torch.Tensor:
+    def stitch(self, plan: Plan, banks: dict[Kind, torch.Tensor]) -> torch.Tensor:
         """inputs_embeds (S, D): text embeddings and bank rows placed by the plan, media rotated by
         CRTE in float64 (the reference precision), cast back to the model dtype.
 
@@ -141,9 +105,9 @@ class OmniVinciModel(nn.Module):
         out = torch.empty(len(plan), d, dtype=self.dtype)
         kind = torch.from_numpy(plan.kind.astype(np.int64))
         src = torch.from_numpy(plan.src)
-        text = kind == tl.TEXT
+        text = kind == Kind.TEXT
         out[text] = self.embed_tokens(src[text]).to(self.dtype)
-        for k in (tl.VIDEO, tl.AUDIO, tl.IMAGE):
+        for k in (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE):
             sel = kind == k
             if not bool(sel.any()):
                 continue

@@ -1,32 +1,106 @@
 """The reference pipeline: a checkpoint answering a question about media, end to end, in PyTorch.
 
-prepare_request (shared, torch-free) -> vision / audio / image stages -> stitch (plan + CRTE) ->
-prefill -> decode, timed stage by stage with the same metrics object as the runtime.
+The same request path as the runtime, with the PyTorch model behind each stage:
+
+    prompt  = the prompt builder (vinci_edge.request): media chunks, token ids, the plan
+    banks   = each media chunk encoded by its modality through `TorchStages` (the model's modules,
+              exactly what each exported stage computes)
+    embeds  = the model's own stitch: TEG gather + CRTE in torch float64 (or the native kernel)
+    text    = the shared decode loop (vinci_edge.generation) over `TorchDecoder`
+
+timed stage by stage with the same metrics object as the runtime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from vinci_edge import metrics as m
-from vinci_edge import timeline as tl
-from vinci_edge.generation import Answer, GenerationConfig, TokenStream
-from vinci_edge.model.checkpoint import load_model
+from vinci_edge import stages as st
+from vinci_edge.generation import Answer, GenerationConfig, consume, fit_context, generate
+from vinci_edge.kinds import Kind
+from vinci_edge.model.checkpoint import fingerprint, load_model
 from vinci_edge.model.omnivinci import OmniVinciModel
-from vinci_edge.request import PreparedRequest, prepare_request
-from vinci_edge.sampling import Sampler
+from vinci_edge.request.encode import encode_banks
+from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.text.tokenizer import TextTokenizer
 
 
+class TorchStage:
+    """One stage as the model's modules compute it, behind the runtime's stage interface."""
+
+    provider = "pytorch"
+    max_batch = None  # the whole input in one call, as the reference always did
+
+    def __init__(
+        self, name: str, outputs: dict[str, Callable[[torch.Tensor], torch.Tensor]], dtype: torch.dtype
+    ):
+        self.name = name
+        self.outputs = outputs
+        self.dtype = dtype
+
+    @torch.inference_mode()
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        (x,) = inputs.values()
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype)
+        return {k: self.outputs[k](t).float().numpy() for k in outputs or self.outputs}
+
+
+class TorchStages:
+    """The model's stages by name: vision (tokens and the tower's features), image_projector, audio."""
+
+    def __init__(self, model: OmniVinciModel) -> None:
+        dtype = model.dtype
+        self.stages = {
+            st.VISION: TorchStage(
+                st.VISION, {"tokens": model.encode_frames, "features": model.vision_tower}, dtype
+            ),
+            st.IMAGE_PROJECTOR: TorchStage(st.IMAGE_PROJECTOR, {"tokens": model.mm_projector}, dtype),
+        }
+        if model.cfg.has_sound:
+            self.stages[st.AUDIO] = TorchStage(st.AUDIO, {"tokens": model.encode_audio}, dtype)
+
+    def __getitem__(self, name: str) -> TorchStage:
+        return self.stages[name]
+
+
+class TorchDecoder:
+    """The model's LLM with a transformers DynamicCache, behind the shared decode loop."""
+
+    provider = "pytorch"
+
+    def __init__(self, model: OmniVinciModel) -> None:
+        self.model = model
+        self.context = int(model.cfg.llm.get("max_position_embeddings") or 32768)
+        self.cache: DynamicCache | None = None
+
+    @torch.inference_mode()
+    def prefill(self, embeds: torch.Tensor) -> np.ndarray:
+        logits, self.cache = self.model.prefill(embeds)
+        return logits.numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def step(self, token: int) -> np.ndarray:
+        return self.model.step(token, self.cache).numpy().astype(np.float32)
+
+
 class Reference:
-    def __init__(self, model: OmniVinciModel, tokenizer: TextTokenizer) -> None:
+    def __init__(self, model: OmniVinciModel, tokenizer: TextTokenizer, encoders: str = "") -> None:
         self.model = model
         self.cfg = model.cfg
         self.tokenizer = tokenizer
+        self.prompts = PromptBuilder(self.cfg, tokenizer, encoders=encoders)
+        self.stages = TorchStages(model)
+        self.decoder = TorchDecoder(model)
 
     @classmethod
     def from_checkpoint(
@@ -34,92 +108,66 @@ class Reference:
     ) -> Reference:
         model = load_model(checkpoint, dtype)
         model.use_native_stitch = native_stitch
-        return cls(model, TextTokenizer.from_folder(Path(checkpoint) / "llm"))
+        tokenizer = TextTokenizer.from_folder(Path(checkpoint) / "llm")
+        return cls(model, tokenizer, encoders=f"{fingerprint(checkpoint)}:{dtype}")
 
-    def prepare(self, question: str, metrics: m.Metrics | None = None, **media) -> PreparedRequest:
-        return prepare_request(self.cfg, self.tokenizer, question, metrics=metrics, **media)
-
-    @torch.inference_mode()
-    def banks(self, req: PreparedRequest, metrics: m.Metrics) -> dict[int, torch.Tensor]:
-        """Run the media stages and lay their outputs out as the plan's banks."""
-        d = self.cfg.hidden_size
-        empty = torch.zeros(0, d, dtype=self.model.dtype)
-        banks = {tl.VIDEO: empty, tl.AUDIO: empty, tl.IMAGE: empty}
-        if req.frames is not None:
-            with metrics.stage(m.VISION, frames=int(req.frames.shape[0])):
-                tokens = self.model.encode_frames(torch.from_numpy(req.frames))
-                per_video = [n for _, n in _frames_per_video(req)]
-                banks[tl.VIDEO] = self.model.video_bank(tokens, req.plan, per_video)
-        if req.images:
-            with metrics.stage(m.VISION, images=len(req.images)):
-                banks[tl.IMAGE] = torch.cat(
-                    [self.model.encode_image(torch.from_numpy(im.pixels), im.block_size) for im in req.images]
-                )
-        if req.mel_chunks is not None:
-            with metrics.stage(m.AUDIO, chunks=int(req.mel_chunks.shape[0])):
-                out = self.model.encode_audio(torch.from_numpy(req.mel_chunks))
-                banks[tl.AUDIO] = out.reshape(-1, d)
-        return banks
+    def prepare(
+        self,
+        question: str,
+        metrics: m.Metrics | None = None,
+        video: str | Path | None = None,
+        audio: str | Path | None = None,
+        image: str | Path | None = None,
+        num_frames: int | None = None,
+        system_prompt: str | None = None,
+    ) -> Prompt:
+        sources = {Kind.VIDEO: video, Kind.AUDIO: audio, Kind.IMAGE: image}
+        return self.prompts.build(question, metrics or m.Metrics(), sources, system_prompt, num_frames)
 
     @torch.inference_mode()
-    def inputs_embeds(self, req: PreparedRequest, metrics: m.Metrics | None = None) -> torch.Tensor:
+    def banks(self, prompt: Prompt, metrics: m.Metrics) -> dict[Kind, torch.Tensor]:
+        """Every media chunk's rows, by kind, as the model's tensors."""
+        banks = encode_banks(prompt, self.prompts.modalities, self.stages, self.cfg.hidden_size, metrics)
+        return {k: torch.from_numpy(v).to(self.model.dtype) for k, v in banks.items()}
+
+    @torch.inference_mode()
+    def inputs_embeds(self, prompt: Prompt, metrics: m.Metrics | None = None) -> torch.Tensor:
         metrics = metrics or m.Metrics()
-        banks = self.banks(req, metrics)
-        with metrics.stage(m.STITCH, positions=len(req.plan)):
-            return self.model.stitch(req.plan, banks)
+        banks = self.banks(prompt, metrics)
+        with metrics.stage(m.STITCH, positions=len(prompt.plan)):
+            return self.model.stitch(prompt.plan, banks)
 
-    @torch.inference_mode()
     def answer(
         self,
         question: str,
         gen: GenerationConfig | None = None,
         on_text: Callable[[str], None] | None = None,
-        **media,
+        **media: Any,
     ) -> Answer:
-        gen = gen or GenerationConfig()
+        """Answer a question; `on_text` receives the answer as it is generated."""
+        return consume(self._run(question, gen or GenerationConfig(), **media), on_text)
+
+    def stream(self, question: str, gen: GenerationConfig | None = None, **media: Any) -> Iterator[str]:
+        """Yield the answer text piece by piece."""
+        return (yield from self._run(question, gen or GenerationConfig(), **media))
+
+    def _run(self, question: str, gen: GenerationConfig, **media: Any) -> Generator[str, None, Answer]:
         metrics = m.Metrics()
-        req = self.prepare(question, metrics=metrics, **media)
-        embeds = self.inputs_embeds(req, metrics)
-        stream = TokenStream(self.tokenizer, gen.stop_strings, on_text)
-        tokens, reason = self.generate(embeds, gen, stream, metrics)
-        text = stream.finish()
+        prompt = self.prepare(question, metrics=metrics, **media)
+        max_new, warnings = fit_context(len(prompt.plan), gen.max_new_tokens, self.decoder.context)
+        embeds = self.inputs_embeds(prompt, metrics)
+        out = yield from generate(
+            self.decoder, embeds, replace(gen, max_new_tokens=max_new), self.tokenizer, metrics
+        )
         metrics.finish()
         return Answer(
-            token_ids=tokens,
-            text=text,
-            stop_reason=reason,
-            prompt_tokens=len(req.plan),
+            token_ids=out.token_ids,
+            text=out.text,
+            stop_reason=out.stop_reason,
+            prompt_tokens=len(prompt.plan),
             metrics=metrics,
             backend="pytorch-reference",
-            warnings=req.warnings,
-            plan=req.plan.counts(),
-            extra={"media": req.media_info},
+            warnings=prompt.warnings + warnings,
+            plan=prompt.plan.counts(),
+            extra={"media": prompt.media_info},
         )
-
-    @torch.inference_mode()
-    def generate(
-        self, embeds: torch.Tensor, gen: GenerationConfig, stream: TokenStream, metrics: m.Metrics
-    ) -> tuple[list[int], str]:
-        """Prefill, then one step per token; the first token comes from the prefill logits."""
-        sampler = Sampler(gen.sampling)
-        stop_ids = set() if gen.ignore_eos else set(self.tokenizer.eos_token_ids)
-        with metrics.stage(m.PREFILL, positions=int(embeds.shape[0])):
-            logits, cache = self.model.prefill(embeds)
-        out: list[int] = []
-        for i in range(gen.max_new_tokens):
-            tok = sampler(logits.numpy().astype(np.float32))
-            metrics.mark_first_token()
-            if tok in stop_ids:
-                return out, "eos"
-            out.append(tok)
-            if stream.feed(tok):
-                return out, "stop_string"
-            if i + 1 == gen.max_new_tokens:
-                break
-            with metrics.stage(m.DECODE):
-                logits = self.model.step(tok, cache)
-        return out, "max_new_tokens"
-
-
-def _frames_per_video(req: PreparedRequest) -> list[tuple[int, int]]:
-    return [(i, info["frames"]) for i, info in enumerate(req.media_info) if info["kind"] == "video"]

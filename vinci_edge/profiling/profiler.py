@@ -137,6 +137,7 @@ def profile_engine(target: EngineTarget, req: RequestSpec, say: Progress | None 
             provider=target.provider,
             stage_providers=target.stage_providers,
             threads=target.threads,
+            cache_chunks=0,  # every run encodes its media: that is what is measured
         )
         engine_loaded = time.perf_counter_ns()
         ranges = nvtx_ranges(on_gpu)

@@ -243,7 +243,7 @@ def text_windows(tokenizer, text: str, n: int, count: int, offset: int) -> list[
 def prepare_inputs(pipe, settings: AccuracySettings, say: Progress) -> Inputs:
     """Tower feeds from real media through the fp32 pipeline's own preprocessing."""
     from vinci_edge import metrics as m
-    from vinci_edge.runtime.s2_merge import merge_image_features
+    from vinci_edge.request.s2_merge import merge_image_features
 
     out = Inputs()
     stages = pipe.engine.stages

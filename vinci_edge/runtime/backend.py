@@ -1,17 +1,17 @@
-"""Stage execution behind one small interface.
+"""ONNX Runtime sessions behind the stage interface (`vinci_edge.stages.StageRunner`).
 
-A `StageRunner` runs one exported graph: `run(inputs) -> outputs` on numpy arrays, plus a description
-of its I/O and the provider it ended up on. ONNX Runtime is the only backend today; a native
-TensorRT backend will implement the same interface (the decoder adds its KV handling on top, see
-decoder.py).
+`OrtStage` runs one exported graph: `run(inputs) -> outputs` on numpy arrays, and says which provider
+it ended up on. A native TensorRT backend will implement the same interface (the decoder adds its
+KV handling on top, see decoder.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -23,15 +23,6 @@ PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
     "trt": "TensorrtExecutionProvider",
 }
-
-
-class StageRunner(Protocol):
-    name: str
-    provider: str
-
-    def run(
-        self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
-    ) -> dict[str, np.ndarray]: ...
 
 
 def import_onnxruntime():
@@ -98,8 +89,16 @@ def make_session(path: Path, settings: SessionSettings):
 class OrtStage:
     """One exported stage graph in an ONNX Runtime session."""
 
-    def __init__(self, name: str, path: Path, settings: SessionSettings, spec: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        settings: SessionSettings,
+        spec: dict[str, Any] | None = None,
+        max_batch: int | None = None,
+    ):
         self.name = name
+        self.max_batch = max_batch
         self.session = make_session(path, settings)
         self.provider = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -109,7 +108,9 @@ class OrtStage:
             _check_io(name, spec, self.input_names, self.output_names)
             _check_widths(name, spec, {o.name: o.shape for o in self.session.get_outputs()})
 
-    def run(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         feeds = {k: np.ascontiguousarray(v, dtype=self.input_dtypes[k]) for k, v in inputs.items()}
         names = outputs or self.output_names
         return dict(zip(names, self.session.run(names, feeds)))

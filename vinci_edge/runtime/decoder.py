@@ -4,7 +4,8 @@ Each layer's key and value buffers (1, kv_heads, context, head_dim) are bound as
 and the present output of the graph's GroupQueryAttention, so ONNX Runtime writes the new positions
 into them and nothing is copied per token. `append` adds positions to the cache (a prompt, a decode
 step, or - for live streams - a new question after earlier ones) and returns the last position's
-logits; `rewind` drops positions (reuse a cached prefix), `reset` empties it.
+logits; `rewind` drops positions (reuse a cached prefix), `reset` empties it. `prefill` and `step`
+are what the shared decode loop (`vinci_edge.generation.generate`) calls.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ class OrtDecoder:
     name = "decoder"
 
     def __init__(
-        self, path: Path, spec: dict[str, Any], settings: SessionSettings, context: int | None = None
+        self,
+        path: Path,
+        spec: dict[str, Any],
+        settings: SessionSettings,
+        context: int | None = None,
+        embed_table: np.ndarray | None = None,
     ):
+        """`embed_table`: the LLM's input embeddings (vocab, D), which `step` reads a token's row from."""
         ort = import_onnxruntime()
         self.spec = spec
+        self.embed_table = embed_table
         self.session = make_session(path, settings)
         self.provider = self.session.get_providers()[0]
         self.dtype = np.float16 if spec["dtype"] == "float16" else np.float32
@@ -73,6 +81,17 @@ class OrtDecoder:
         self.session.run_with_iobinding(self.io)
         self.length = total
         return self.logits.numpy().reshape(-1).astype(np.float32, copy=False)
+
+    def prefill(self, embeds: np.ndarray) -> np.ndarray:
+        """A new cache holding `embeds` (S, D); the last position's logits."""
+        self.reset()
+        return self.append(embeds)
+
+    def step(self, token: int) -> np.ndarray:
+        """Append a generated token (its embedding row); its logits."""
+        if self.embed_table is None:
+            raise ValueError("this decoder was made without the embedding table `step` needs")
+        return self.append(self.embed_table[token][None])
 
     def rewind(self, length: int) -> None:
         """Forget positions after `length` (their buffer rows are simply overwritten later)."""

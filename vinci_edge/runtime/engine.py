@@ -7,6 +7,7 @@ another schema version, stages from different models.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from vinci_edge.config import OmniVinciConfig
 from vinci_edge.errors import ConfigError, EngineError
 from vinci_edge.export.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, model_id
+from vinci_edge.stages import MEDIA_STAGES
 
 REEXPORT = "re-export it with `vinci-edge export --checkpoint CKPT --out DIR`"
 
@@ -123,6 +125,18 @@ class Engine:
                 f"{why}, but this engine has no '{name}' stage",
                 hint=f"export the engine with the {name} stage (the default exports all of them)",
             )
+
+    @property
+    def encoders_fingerprint(self) -> str:
+        """What the media chunks' content ids say about the encoders: the source checkpoint and how
+        each media stage was exported and quantized."""
+        media = {k: self.stages[k] for k in MEDIA_STAGES if k in self.stages}
+        record = {
+            "source": self.manifest.get("source", {}).get("fingerprint"),
+            "stages": {k: [e.get("file"), e.get("dtype"), e.get("precision")] for k, e in media.items()},
+            "precision": {k: v for k, v in self.manifest.get("precision", {}).items() if k in media},
+        }
+        return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
     def embed_path(self) -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vinci_edge import crte
-from vinci_edge import timeline as tl
+from vinci_edge.kinds import Kind
 from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ class NativeStitch:
         # (a used kind without one is: KeyError from the kernel, as numpy's x.banks[k]).
         arrays: dict[int, np.ndarray] = {}
         for k in used:
-            arr = x.text_table if k == tl.TEXT else x.banks.get(k)
+            arr = x.text_table if k == Kind.TEXT else x.banks.get(k)
             if arr is not None:
                 arrays[k] = np.asarray(arr)
         if out_dt not in _DTYPE_CODES or any(a.dtype not in _DTYPE_CODES for a in arrays.values()):
@@ -300,7 +300,7 @@ class NativeStitch:
             s.rows = rows.shape[0]
             s.row_stride = stride
             s.dtype = _DTYPE_CODES[rows.dtype]
-            table = x.tables.get(k) if k != tl.TEXT else None
+            table = x.tables.get(k) if k != Kind.TEXT else None
             if table is not None:
                 fa, fb = _table_arrays(table)
                 keep += [fa, fb]
@@ -372,7 +372,7 @@ def stitch_cuda(
     """Enqueue the fused stitch on `stream` (a cudaStream_t / CUstream as an int, 0 = the legacy
     default stream) and return without synchronising.
 
-    `sources` maps a plan kind (vinci_edge.timeline.TEXT / VIDEO / AUDIO / IMAGE) to its device rows:
+    `sources` maps a plan kind (vinci_edge.kinds.Kind) to its device rows:
     TEXT is the embedding table. `out` is the device address of the (n, dim) output (rows `out_stride`
     elements apart). Sizes, dtypes and table widths are checked here; a bad kind or src in the device
     plan zeroes that row and, when `error_flag` (a device int32, zeroed by the caller) is given, stores

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from vinci_edge import crte
-from vinci_edge import timeline as tl
+from vinci_edge.kinds import Kind
+from vinci_edge.plan import Plan
 
 
 @dataclass(frozen=True)
 class StitchInputs:
     """Everything a stitch implementation reads. `banks[k]` is (rows, D) for k in VIDEO/AUDIO/IMAGE."""
 
-    plan: tl.Plan
+    plan: Plan
     text_table: np.ndarray  # (vocab, D)
     banks: dict[int, np.ndarray]
     tables: dict[int, crte.RotationTable | None]
@@ -32,9 +33,9 @@ def stitch_numpy(x: StitchInputs, out_dtype: np.dtype = np.float32) -> np.ndarra
     plan = x.plan
     d = x.text_table.shape[1]
     out = np.empty((len(plan), d), dtype=out_dtype)
-    text = plan.kind == tl.TEXT
+    text = plan.kind == Kind.TEXT
     out[text] = x.text_table[plan.src[text]]
-    for k in (tl.VIDEO, tl.AUDIO, tl.IMAGE):
+    for k in (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE):
         sel = plan.kind == k
         if not sel.any():
             continue
