@@ -69,18 +69,18 @@ def _init_config_only(args: argparse.Namespace) -> int:
     from vinci_edge.config import build_config
     from vinci_edge.errors import CheckpointError
     from vinci_edge.layout import write_configs
+    from vinci_edge.output_folder import CHECKPOINT, output_folder
     from vinci_edge.presets import preset_components
     from vinci_edge.text.train_tokenizer import write_trained_tokenizer
 
     if args.llm_gguf:
         raise CheckpointError("--config-only cannot import a GGUF LLM", hint="drop one of the two options")
     out = Path(args.out)
-    if (out / "config.json").exists():
-        raise CheckpointError(f"{out} already holds a checkpoint", hint="choose an empty --out folder")
     root, comps = preset_components(args.preset)
     cfg = build_config(root, comps)
-    write_trained_tokenizer(out / "llm", vocab_size=8192 if args.preset != "tiny" else 1024)
-    write_configs(out, cfg)
+    with output_folder(out, kind=CHECKPOINT, progress=to_stderr) as folder:
+        write_trained_tokenizer(folder / "llm", vocab_size=8192 if args.preset != "tiny" else 1024)
+        write_configs(folder, cfg)
     to_stderr(f"wrote {args.preset} configs and tokenizer to {out} (no weights)")
     return 0
 

@@ -10,7 +10,8 @@
       tokenizer/               tokenizer.json, tokenizer_config.json, ...
 
 The folder is written under a temporary name and renamed when complete, so a failed or interrupted
-export never leaves a half-written engine behind.
+export never leaves a half-written engine behind (vinci_edge/output_folder.py: the rule every output
+folder follows).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from vinci_edge.config import load_config
 from vinci_edge.errors import EngineError
 from vinci_edge.export.decoder import TensorSource, export_decoder
 from vinci_edge.export.manifest import FORMAT, SCHEMA_VERSION, model_id, timeline_params, write_manifest
+from vinci_edge.output_folder import ENGINE, output_folder
 from vinci_edge.progress import Progress, silent
 
 TOKENIZER_FILES = (
@@ -92,14 +94,9 @@ def export_engine(
         )
     if "audio" in stages and not cfg.has_sound:
         raise EngineError("the checkpoint has no sound tower; cannot export the audio stage")
-    if out.exists() and not force:
-        raise EngineError(f"{out} already exists", hint="choose another --out or pass --force to replace it")
 
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     started = time.perf_counter()
-    try:
+    with output_folder(out, kind=ENGINE, force=force, inputs={"checkpoint": ckpt}, progress=say) as tmp:
         manifest_stages: dict[str, Any] = {}
         towers = [s for s in stages if s != "decoder"]
         if towers:
@@ -154,12 +151,6 @@ def export_engine(
             **timeline_params(cfg),
         }
         write_manifest(tmp, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     say(f"engine written to {out} in {time.perf_counter() - started:.1f} s")
     return manifest
 

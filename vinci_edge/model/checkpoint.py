@@ -24,6 +24,7 @@ from vinci_edge.config import OmniVinciConfig, build_config, load_config
 from vinci_edge.errors import CheckpointError
 from vinci_edge.layout import sound_tower_file_config, write_configs
 from vinci_edge.model.omnivinci import OmniVinciModel
+from vinci_edge.output_folder import CHECKPOINT, output_folder
 from vinci_edge.presets import preset_components
 from vinci_edge.progress import Progress, silent
 
@@ -169,9 +170,20 @@ def init_checkpoint(
     sized to that LLM. `config_only` writes configs and tokenizer but no weights.
     """
     say = progress or silent
-    out = Path(out)
-    if (out / "config.json").exists():
-        raise CheckpointError(f"{out} already holds a checkpoint", hint="choose an empty --out folder")
+    with output_folder(out, kind=CHECKPOINT, progress=say) as folder:
+        return _fill_checkpoint(folder, preset, seed, llm_gguf, config_only, dtype, say)
+
+
+def _fill_checkpoint(
+    out: Path,
+    preset: str,
+    seed: int,
+    llm_gguf: str | Path | None,
+    config_only: bool,
+    dtype: str,
+    say: Progress,
+) -> OmniVinciConfig:
+    """`init_checkpoint`'s work, into `out` (its partial folder)."""
     root, comps = preset_components(preset)
     llm_dir = out / "llm"
     if llm_gguf is not None:
@@ -196,7 +208,7 @@ def init_checkpoint(
     if llm_gguf is not None:
         _load_component(model, "llm", llm_dir, DTYPES[dtype])
         _match_embedding_scale(model)
-    say(f"writing weights to {out}")
+    say("writing the weights")
     save_checkpoint(model, out, write_llm=llm_gguf is None)
     return cfg
 

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from vinci_edge.errors import EngineError, MediaError, PromptError
+from vinci_edge.output_folder import check_writable_dir
 from vinci_edge.progress import to_stderr_as
 
 DEFAULT_PROMPT = "Describe what happens in this clip."
@@ -99,6 +100,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     targets = _targets(args)
     _check_inputs(args, targets)
+    check_writable_dir(args.out)  # now, not after the measuring
     req = RequestSpec(
         prompt=args.prompt,
         video=None if args.video is None else str(args.video),

@@ -14,7 +14,6 @@ folder (or an empty one), never a folder holding something else.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -26,6 +25,7 @@ from typing import Any
 from vinci_edge import __version__
 from vinci_edge.errors import ConfigError, EngineError
 from vinci_edge.export.manifest import MANIFEST, STAGE_NAMES, write_manifest
+from vinci_edge.output_folder import ENGINE, check_output_folder, output_folder, partial_folder
 from vinci_edge.progress import Progress, silent
 from vinci_edge.quantization import graph as g
 from vinci_edge.quantization.calibration import CalibrationSources, build_calibration
@@ -137,8 +137,6 @@ def quantize_engine(
     handler of a precision (Python API only: e.g. `Int8Dynamic("matmul-integer")` for comparisons)."""
     say = progress or silent
     engine, out = Path(engine), Path(out)
-    if out.resolve() == engine.resolve():
-        raise EngineError("--out is the input engine", hint="write the quantized engine to another folder")
     manifest = load_fp32_manifest(engine)
     stages = list(manifest["stages"])
     precisions = parse_precisions(precision, stages)
@@ -185,16 +183,9 @@ def quantize_engine(
         raise ConfigError("every stage would stay fp32: nothing to quantize", hint=_precision_hint())
     for h in {id(h): h for h in by_stage.values()}.values():
         h.check_available()
-    if out.exists() and not force:
-        raise EngineError(f"{out} already exists", hint="choose another --out or pass --force to replace it")
-    if out.exists() and not (out.is_dir() and ((out / MANIFEST).is_file() or not any(out.iterdir()))):
-        # --force replaces an engine folder, never a folder (or file) that holds something else.
-        raise EngineError(
-            f"{out} exists and is not an engine folder: --force will not replace it",
-            hint="choose another --out (an engine folder or a path that does not exist)",
-        )
+    check_output_folder(out, kind=ENGINE, force=force, inputs={"engine": engine})
 
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = partial_folder(out)  # what output_folder below writes into
     work = tmp / ".work"
     jobs = {
         s: StageJob(
@@ -217,12 +208,8 @@ def quantize_engine(
             calib_videos, calib_audios, calib_texts, calib_size, seed, stages=calibrated
         )
 
-    shutil.rmtree(tmp, ignore_errors=True)
-    # Folders above --out that this run creates go too if it fails (nothing half-written remains).
-    created = [d for d in reversed(tmp.parents) if not d.exists()]
-    tmp.mkdir(parents=True)
     started = time.perf_counter()
-    try:
+    with output_folder(out, kind=ENGINE, force=force, inputs={"engine": engine}, progress=say):
         calibration = None
         if sources is not None:
             say(f"building the calibration set ({calib_size} requests, seed {seed})")
@@ -279,15 +266,6 @@ def quantize_engine(
             "vinci_edge": __version__,
         }
         write_manifest(tmp, new)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for d in reversed(created):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
     say(f"quantized engine written to {out} in {time.perf_counter() - started:.1f} s")
     return new
 

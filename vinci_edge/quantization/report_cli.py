@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vinci_edge.output_folder import check_writable_dir
 from vinci_edge.progress import to_stderr_as
 
 _say = to_stderr_as("quant-report")
@@ -78,6 +79,7 @@ def cmd_quant_report(args: argparse.Namespace) -> int:
         num_frames=args.num_frames,
         decoder=not args.towers_only,
     )
+    check_writable_dir(args.out)  # now, not after the measuring
     report = measure(args.engine, args.variant, settings, progress=_say, threads=args.threads)
     paths = write_report(report, args.out)
     print(markdown(report))
