@@ -1,5 +1,8 @@
-"""`vinci-edge` command line. Every subcommand turns vinci-edge errors into one clear message
-(what is wrong, what to do) and exit status 2; nothing prints a raw traceback for user mistakes."""
+"""`vinci-edge` command line: run an edge engine of an omni-modal LLM, and make, quantize and profile one.
+
+Options are checked where they are parsed (vinci_edge/cli_options.py), before anything is loaded.
+A refused option and a vinci-edge error raised later are both one clear message (what is wrong,
+what to do) and exit status 2; nothing prints a raw traceback for user mistakes."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from vinci_edge import cli_options as opt
 from vinci_edge.errors import MissingDependencyError, VinciEdgeError
 from vinci_edge.progress import to_stderr
 
@@ -108,29 +112,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     _require_torch("export")
     from vinci_edge.export.engine import export_engine
 
-    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     export_engine(
         args.checkpoint,
         args.out,
-        stages=stages,
+        stages=args.stages,
         dtype=DTYPE_NAMES[args.dtype],
         max_context=args.max_context,
         force=args.force,
         progress=to_stderr,
     )
     return 0
-
-
-def _stage_providers(items: list[str] | None) -> dict[str, str]:
-    from vinci_edge.errors import EngineError
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise EngineError(f"--stage-provider {item!r} is not NAME=PROVIDER", hint="e.g. vision=cuda")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -140,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_engine(
         args.engine,
         provider=args.provider,
-        stage_providers=_stage_providers(args.stage_provider),
+        stage_providers=args.stage_provider,
         threads=args.threads,
         context=args.context,
     )
@@ -169,15 +160,15 @@ def _add_request_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", required=True, help="the question")
     p.add_argument(
         "--num-frames",
-        type=int,
+        type=opt.frame_count,
         default=None,
-        help="video frames to sample (default: the model's num_video_frames)",
+        help=f"video frames to sample, 1 - {opt.MAX_FRAMES} (default: the model's num_video_frames)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=opt.positive_int, default=64, help="at least 1 (default 64)")
+    p.add_argument("--temperature", type=opt.non_negative_float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=opt.probability, default=1.0, help="nucleus mass in (0, 1] (default 1)")
+    p.add_argument("--top-k", type=opt.non_negative_int, default=0, help="0 = no top-k cut (default)")
+    p.add_argument("--seed", type=opt.seed, default=None, help="sampling seed (default: unseeded)")
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.add_argument(
         "--json", action="store_true", help="print one JSON object: text, token_ids, timings, plan, warnings"
@@ -185,15 +176,15 @@ def _add_request_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vinci-edge", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = opt.CommandLineParser(prog="vinci-edge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("init-checkpoint", help="write a random-weight checkpoint in the real layout")
     p.add_argument("--preset", required=True, choices=["omnivinci-9b", "nano", "tiny"])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--llm-gguf", type=Path, help="fill llm/ from a GGUF LLM (weights + tokenizer)")
     p.add_argument("--config-only", action="store_true", help="configs and tokenizer, no weights")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=opt.seed, default=0, help="weight initialisation seed (default 0)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.set_defaults(func=cmd_init_checkpoint)
 
@@ -211,11 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to an engine folder (ONNX stages + manifest)")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--stages", help="comma-separated subset of vision,image_projector,audio,decoder")
+    p.add_argument(
+        "--stages",
+        type=opt.stage_list,
+        default=None,
+        help="comma-separated subset of vision,image_projector,audio,decoder (default: all it has)",
+    )
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPE_NAMES))
     p.add_argument(
         "--max-context",
-        type=int,
+        type=opt.context_length,
         default=4096,
         help="positions the decoder's KV cache can hold (capped by the LLM's maximum)",
     )
@@ -224,15 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="answer with the torch-free runtime on an engine folder")
     p.add_argument("--engine", required=True, type=Path)
-    p.add_argument("--provider", default="cpu", help="cpu (default), cuda or tensorrt, for every stage")
+    opt.add_provider_options(p)
     p.add_argument(
-        "--stage-provider",
-        action="append",
-        metavar="STAGE=PROVIDER",
-        help="override the provider of one stage, e.g. vision=cuda (repeatable)",
+        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (0: one per core)"
     )
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: one per core)")
-    p.add_argument("--context", type=int, default=None, help="KV cache positions (default: the engine's)")
+    p.add_argument(
+        "--context",
+        type=opt.context_length,
+        default=None,
+        help="KV cache positions, at least 2 (default and most: the engine's --max-context)",
+    )
     _add_request_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -248,17 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None, entry: Callable[[argparse.Namespace], int] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Parse `argv`, run its subcommand and return the exit status. A refused option and a vinci-edge
+    error are both one `error:` line plus one `hint:` line on stderr and status 2 (--help still exits)."""
     try:
+        args = build_parser().parse_args(argv)
         return (entry or args.func)(args)
+    except opt.UsageError as exc:
+        return _refuse(exc.prog, exc)
     except VinciEdgeError as exc:
-        print(f"vinci-edge: error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"vinci-edge: hint: {exc.hint}", file=sys.stderr)
-        return 2
+        return _refuse("vinci-edge", exc)
     except KeyboardInterrupt:
         print("vinci-edge: interrupted", file=sys.stderr)
         return 130
+
+
+def _refuse(prog: str, exc: VinciEdgeError) -> int:
+    print(f"{prog}: error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"vinci-edge: hint: {exc.hint}", file=sys.stderr)
+    return 2
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vinci_edge.errors import EngineError, MediaError, PromptError
+from vinci_edge import cli_options as opt
+from vinci_edge.errors import MediaError, PromptError
 from vinci_edge.output_folder import check_writable_dir
 from vinci_edge.progress import to_stderr_as
 
@@ -21,35 +22,14 @@ DEFAULT_PROMPT = "Describe what happens in this clip."
 _say = to_stderr_as("profile")
 
 
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
-        return value
-
-    return parse
-
-
-def _stage_providers(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise EngineError(f"--stage-provider {item!r} is not STAGE=PROVIDER", hint="e.g. vision=cuda")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def _targets(args: argparse.Namespace):
     """The engine and every --compare folder as targets; DIR@PROVIDER runs DIR on another provider."""
     from vinci_edge.profiling.profiler import EngineTarget
 
-    stage_providers = _stage_providers(args.stage_provider)
+    stage_providers = {} if args.stage_provider is None else args.stage_provider
     specs = [(str(args.engine), args.provider)]
-    for item in args.compare or []:
-        folder, _, provider = item.partition("@")
-        specs.append((folder, provider or args.provider))
+    for folder, provider in [] if args.compare is None else args.compare:
+        specs.append((folder, args.provider if provider is None else provider))
     targets, seen = [], set()
     for folder, provider in specs:
         base = Path(folder).name + ("" if provider == args.provider else f"@{provider}")
@@ -129,10 +109,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", type=Path, help="audio file")
     p.add_argument("--image", type=Path, help="image file")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question")
-    p.add_argument("--num-frames", type=_count(1), default=None, help="video frames (default: the model's)")
-    p.add_argument("--max-new-tokens", type=_count(1), default=32, help="tokens per answer (default 32)")
-    p.add_argument("--runs", type=_count(1), default=5, help="measured runs (default 5)")
-    p.add_argument("--warmup", type=_count(0), default=1, help="runs before measuring (default 1)")
+    p.add_argument(
+        "--num-frames", type=opt.frame_count, default=None, help="video frames (default: the model's)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=opt.positive_int, default=32, help="tokens per answer (default 32)"
+    )
+    p.add_argument("--runs", type=opt.positive_int, default=5, help="measured runs (default 5)")
+    p.add_argument("--warmup", type=opt.non_negative_int, default=1, help="runs before measuring (default 1)")
     p.add_argument(
         "--stop-at-eos",
         action="store_true",
@@ -141,13 +125,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("profile"), help="output folder (default ./profile)")
     p.add_argument(
         "--compare",
+        type=opt.engine_at_provider,
         nargs="+",
         metavar="DIR[@PROVIDER]",
         help="more engine folders to profile with the same request, as ratios to --engine",
     )
-    p.add_argument("--provider", default="cpu", help="cpu (default), cuda or tensorrt, for every stage")
-    p.add_argument("--stage-provider", action="append", metavar="STAGE=PROVIDER", help="per-stage provider")
-    p.add_argument("--threads", type=_count(0), default=0, help="CPU threads per stage (0: one per core)")
+    opt.add_provider_options(p)
+    p.add_argument(
+        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (0: one per core)"
+    )
     p.add_argument(
         "--in-process",
         action="store_true",

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from vinci_edge import cli_options as opt
 from vinci_edge.progress import to_stderr_as
 
 PRECISION_HELP = """\
@@ -47,20 +48,6 @@ targets (--target checks the precisions before any work; leave it out to skip th
 
 
 _say = to_stderr_as("quantize")
-
-
-def _alpha(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (SmoothQuant alpha, 0 - 1)") from None
-
-
-def _count(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -128,15 +115,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--calib-size",
-        type=_count,
+        type=opt.positive_int,
         default=16,
         metavar="N",
         help="calibration requests (default 16; more: steadier ranges, slower)",
     )
-    p.add_argument("--seed", type=_count, default=0, help="calibration sampling seed (default 0)")
+    p.add_argument("--seed", type=opt.seed, default=0, help="calibration sampling seed (default 0)")
     p.add_argument(
         "--smoothquant",
-        type=_alpha,
+        type=opt.unit_interval,
         metavar="ALPHA",
         help="SmoothQuant the decoder before int8 / int8-dynamic (alpha in [0, 1]; "
         "of 0.5, 0.8 and 0.9, 0.8 kept SmolLM2 closest to fp32 at int8)",
@@ -152,8 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--head-bits",
-        type=int,
-        choices=[8, 4],
+        type=opt.IntChoice((8, 4)),
         help="the LM head's bits at int4 (default 8). 4: a faster decode step for some accuracy "
         "(SmolLM2: 4-6%% faster a step, +2.9%% perplexity instead of -0.2%%, top-1 agreement 0.84)",
     )

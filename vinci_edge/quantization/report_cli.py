@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vinci_edge import cli_options as opt
 from vinci_edge.output_folder import check_writable_dir
 from vinci_edge.progress import to_stderr_as
 
 _say = to_stderr_as("quant-report")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+# Perplexity over fewer tokens says nothing (AccuracySettings refuses it too, after loading).
+MIN_WINDOW_TOKENS = 8
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,24 +40,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="folder for accuracy.json / .md / .svg")
     p.add_argument("--text", type=Path, default=None, help="English text for perplexity (default: GPL-3)")
-    p.add_argument("--tokens", type=_positive, default=512, help="tokens per perplexity window (default 512)")
+    p.add_argument(
+        "--tokens",
+        type=opt.IntRange(MIN_WINDOW_TOKENS),
+        default=512,
+        help="tokens per perplexity window, at least 8 (default 512)",
+    )
     p.add_argument(
         "--windows",
-        type=_positive,
+        type=opt.positive_int,
         default=2,
         help="consecutive windows, each from an empty cache (default 2: 1022 predicted tokens; a single "
         "256-token window is too noisy to tell a few percent apart)",
     )
-    p.add_argument("--text-offset", type=int, default=0, help="first token of the first window (default 0)")
     p.add_argument(
-        "--answer-tokens", type=_positive, default=32, help="tokens per greedy answer (default 32)"
+        "--text-offset",
+        type=opt.non_negative_int,
+        default=0,
+        help="first token of the first window (default 0)",
+    )
+    p.add_argument(
+        "--answer-tokens", type=opt.positive_int, default=32, help="tokens per greedy answer (default 32)"
     )
     p.add_argument("--video", type=Path, default=None, help="clip for vision/audio and a video prompt")
     p.add_argument("--audio", type=Path, default=None, help="audio file for the audio stage")
     p.add_argument("--image", type=Path, default=None, help="image for the dynamic-S2 image projector")
-    p.add_argument("--num-frames", type=_positive, default=None, help="frames per video (default: model's)")
+    p.add_argument(
+        "--num-frames", type=opt.frame_count, default=None, help="frames per video (default: model's)"
+    )
     p.add_argument("--towers-only", action="store_true", help="skip the LLM (perplexity and answers)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: one per core)")
+    p.add_argument(
+        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (0: one per core)"
+    )
     p.set_defaults(func=cmd_quant_report)
 
 
