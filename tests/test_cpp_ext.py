@@ -20,9 +20,13 @@ from vinci_edge import crte
 from vinci_edge import timeline as tl
 from vinci_edge.config import TimeEmbedding
 from vinci_edge.presets import preset_config
-from vinci_edge.runtime import native_stitch as ns
-from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
-from vinci_edge.runtime.stitch_select import select_stitch
+from vinci_edge.stitch import library as native
+from vinci_edge.stitch.cpu import NativeStitch
+from vinci_edge.stitch.cuda import DevicePlan, DeviceSource, stitch_cuda
+from vinci_edge.stitch.cuda_host import CudaStitch, cuda_unavailable_reason
+from vinci_edge.stitch.inputs import StitchInputs
+from vinci_edge.stitch.numpy_stitch import stitch_numpy
+from vinci_edge.stitch.select import select_stitch
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_ARCHS = (87, 89, 90, 100, 110)
@@ -38,10 +42,10 @@ AXIAL_LANG = TimeEmbedding(
 
 
 @pytest.fixture(scope="module")
-def lib() -> ns.NativeLibrary:
-    found = ns.load_library()
+def lib() -> native.NativeLibrary:
+    found = native.load_library()
     if found is None:
-        why = ns.unavailable_reason()
+        why = native.unavailable_reason()
         if os.environ.get("VINCI_EDGE_REQUIRE_NATIVE") == "1":
             pytest.fail(f"VINCI_EDGE_REQUIRE_NATIVE=1 but the native library is unavailable: {why}")
         pytest.skip(f"native stitch library not built: {why}")
@@ -87,9 +91,9 @@ def assert_matches(got: np.ndarray, ref: np.ndarray) -> None:
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7 * scale)
 
 
-def run_both(lib: ns.NativeLibrary, x: StitchInputs, out_dtype: type, threads: int = 1) -> np.ndarray:
+def run_both(lib: native.NativeLibrary, x: StitchInputs, out_dtype: type, threads: int = 1) -> np.ndarray:
     ref = stitch_numpy(x, out_dtype)
-    got = ns.NativeStitch(lib, num_threads=threads)(x, out_dtype)
+    got = NativeStitch(lib, num_threads=threads)(x, out_dtype)
     assert_matches(got, ref)
     return got
 
@@ -99,7 +103,7 @@ def run_both(lib: ns.NativeLibrary, x: StitchInputs, out_dtype: type, threads: i
 
 
 def test_library_identity(lib):
-    assert lib.abi_version == ns.ABI_VERSION
+    assert lib.abi_version == native.ABI_VERSION
     assert lib.version == importlib.metadata.version("vinci-edge")
     assert lib.hardware_threads >= 1
     count = lib.cuda_device_count()  # -1 without CUDA part or driver: never a crash
@@ -142,7 +146,7 @@ def test_fp32_is_bit_exact_in_practice(lib):
     rng = np.random.default_rng(1)
     tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: crte.rotation_table(AXIAL), tl.IMAGE: None}
     x = random_inputs(rng, {tl.TEXT: 50, tl.VIDEO: 300, tl.AUDIO: 300, tl.IMAGE: 20}, 96, tables)
-    got = ns.NativeStitch(lib)(x, np.float32)
+    got = NativeStitch(lib)(x, np.float32)
     ref = stitch_numpy(x, np.float32)
     assert np.count_nonzero(got != ref) <= got.size * 1e-4
 
@@ -178,7 +182,7 @@ def test_rotation_is_rounded_once_from_double(lib):
     )
     x = StitchInputs(plan, np.zeros((1, 8), np.float32), {tl.VIDEO: bank}, {tl.VIDEO: table})
     for out_dtype in (np.float16, np.float32):
-        got = ns.NativeStitch(lib)(x, out_dtype)
+        got = NativeStitch(lib)(x, out_dtype)
         ref = stitch_numpy(x, out_dtype)
         np.testing.assert_array_equal(got, ref)
 
@@ -193,7 +197,7 @@ def test_fp16_conversions_are_exact_for_every_value(lib):
         np.full(n, tl.IMAGE, np.int8), np.arange(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), []
     )
     x = StitchInputs(plan, np.zeros((1, 64), np.float16), {tl.IMAGE: every}, {tl.IMAGE: None})
-    got = ns.NativeStitch(lib)(x, np.float32)
+    got = NativeStitch(lib)(x, np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), every.astype(np.float32).view(np.uint32))
 
     rng = np.random.default_rng(3)
@@ -216,7 +220,7 @@ def test_fp16_conversions_are_exact_for_every_value(lib):
         np.full(n, tl.IMAGE, np.int8), np.arange(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), []
     )
     x = StitchInputs(plan, np.zeros((1, 32), np.float32), {tl.IMAGE: vals}, {tl.IMAGE: None})
-    got = ns.NativeStitch(lib)(x, np.float16)
+    got = NativeStitch(lib)(x, np.float16)
     ref = stitch_numpy(x, np.float16)
     finite = ~np.isnan(ref)
     np.testing.assert_array_equal(got.view(np.uint16)[finite], ref.view(np.uint16)[finite])
@@ -236,7 +240,7 @@ def test_empty_kinds_and_empty_plan(lib):
     run_both(lib, x, np.float32)
     # zero-length plan
     x = random_inputs(rng, {}, 40, tables)
-    got = ns.NativeStitch(lib)(x, np.float16)
+    got = NativeStitch(lib)(x, np.float16)
     assert got.shape == (0, 40) and got.dtype == np.float16
     # zero-row media bank with no positions of that kind
     x = random_inputs(rng, {tl.TEXT: 3}, 40, tables)
@@ -268,9 +272,9 @@ def test_float64_inputs_fall_back_to_numpy(lib):
     rng = np.random.default_rng(7)
     tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: None, tl.IMAGE: None}
     x = random_inputs(rng, {tl.TEXT: 10, tl.VIDEO: 40}, 32, tables, np.float64)
-    np.testing.assert_array_equal(ns.NativeStitch(lib)(x, np.float32), stitch_numpy(x, np.float32))
+    np.testing.assert_array_equal(NativeStitch(lib)(x, np.float32), stitch_numpy(x, np.float32))
     x32 = random_inputs(rng, {tl.TEXT: 10, tl.VIDEO: 40}, 32, tables)
-    np.testing.assert_array_equal(ns.NativeStitch(lib)(x32, np.float64), stitch_numpy(x32, np.float64))
+    np.testing.assert_array_equal(NativeStitch(lib)(x32, np.float64), stitch_numpy(x32, np.float64))
 
 
 def _tiny_plan(media: list[tl.MediaInput], markers: list[str]) -> tuple[tl.Plan, object]:
@@ -317,9 +321,9 @@ def test_threads_give_identical_output(lib):
     x = random_inputs(rng, {tl.TEXT: 200, tl.VIDEO: 1800, tl.AUDIO: 900, tl.IMAGE: 100}, 512, tables)
     one = run_both(lib, x, np.float32, threads=1)
     for threads in (2, 5, 0):
-        np.testing.assert_array_equal(ns.NativeStitch(lib, num_threads=threads)(x, np.float32), one)
+        np.testing.assert_array_equal(NativeStitch(lib, num_threads=threads)(x, np.float32), one)
     buf = np.full_like(one, np.nan)
-    ns.NativeStitch(lib, num_threads=2)(x, np.float32, out=buf)
+    NativeStitch(lib, num_threads=2)(x, np.float32, out=buf)
     np.testing.assert_array_equal(buf, one)
 
 
@@ -331,7 +335,7 @@ def test_errors_are_python_exceptions(lib):
     rng = np.random.default_rng(10)
     tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: None, tl.IMAGE: None}
     x = random_inputs(rng, {tl.TEXT: 4, tl.VIDEO: 6}, 32, tables)
-    stitch = ns.NativeStitch(lib)
+    stitch = NativeStitch(lib)
     buf = np.zeros((10, 32), np.float32)
 
     bad_src = x.plan.src.copy()
@@ -354,7 +358,7 @@ def test_errors_are_python_exceptions(lib):
     with pytest.raises(ValueError):
         stitch(x, np.float32, out=np.zeros((3, 32), np.float32))
     with pytest.raises(ValueError):
-        ns.NativeStitch(lib, num_threads=-1)
+        NativeStitch(lib, num_threads=-1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,12 +366,12 @@ def test_errors_are_python_exceptions(lib):
 
 
 def test_select_prefers_the_cpu_kernel_for_numpy_inputs(lib):
-    name, fn = select_stitch()
-    assert name == "cpp" and isinstance(fn, ns.NativeStitch)
+    name, fn, _ = select_stitch()
+    assert name == "cpp" and isinstance(fn, NativeStitch)
     assert select_stitch("numpy")[0] == "numpy"
-    name, fn = select_stitch("cuda")
-    if lib.has_cuda and lib.cuda_device_count() > 0:
-        assert name == "cuda" and fn is ns.stitch_cuda
+    name, fn, _ = select_stitch("cuda")
+    if cuda_unavailable_reason(lib) is None:
+        assert name == "cuda" and isinstance(fn, CudaStitch)
     else:
         assert name == "cpp"  # no device here: numpy inputs go to the CPU kernel
     with pytest.raises(ValueError):
@@ -375,29 +379,29 @@ def test_select_prefers_the_cpu_kernel_for_numpy_inputs(lib):
 
 
 def test_missing_library_falls_back_to_numpy(monkeypatch, tmp_path, caplog):
-    monkeypatch.setenv(ns.ENV_LIB, str(tmp_path / "nowhere" / "libvinci_crte.so"))
-    with caplog.at_level("DEBUG", logger="vinci_edge.runtime"):
-        assert select_stitch() == ("numpy", stitch_numpy)
-        assert select_stitch("cuda") == ("numpy", stitch_numpy)
-        assert select_stitch("cpp") == ("numpy", stitch_numpy)
-    assert "nowhere" in (ns.unavailable_reason() or "")
+    monkeypatch.setenv(native.ENV_LIB, str(tmp_path / "nowhere" / "libvinci_crte.so"))
+    with caplog.at_level("DEBUG", logger="vinci_edge.stitch"):
+        assert select_stitch()[:2] == ("numpy", stitch_numpy)
+        assert select_stitch("cuda")[:2] == ("numpy", stitch_numpy)
+        assert select_stitch("cpp")[:2] == ("numpy", stitch_numpy)
+    assert "nowhere" in (native.unavailable_reason() or "")
     assert "unavailable" in caplog.text
     # not a shared library at all
     junk = tmp_path / "libvinci_crte.so"
     junk.write_bytes(b"not an ELF file")
-    monkeypatch.setenv(ns.ENV_LIB, str(junk))
+    monkeypatch.setenv(native.ENV_LIB, str(junk))
     assert select_stitch()[0] == "numpy"
-    assert "cannot load" in (ns.unavailable_reason() or "")
-    with pytest.raises(ns.NativeLibraryError):
-        ns.NativeStitch()
+    assert "cannot load" in (native.unavailable_reason() or "")
+    with pytest.raises(native.NativeLibraryError):
+        NativeStitch()
     # switched off
-    monkeypatch.delenv(ns.ENV_LIB)
-    monkeypatch.setenv(ns.ENV_NO_NATIVE, "1")
+    monkeypatch.delenv(native.ENV_LIB)
+    monkeypatch.setenv(native.ENV_NO_NATIVE, "1")
     assert select_stitch()[0] == "numpy"
 
 
 def test_native_lib_env_points_at_another_build(lib, monkeypatch):
-    monkeypatch.setenv(ns.ENV_LIB, str(lib.path))
+    monkeypatch.setenv(native.ENV_LIB, str(lib.path))
     assert select_stitch()[0] == "cpp"
 
 
@@ -472,21 +476,19 @@ def test_cuda_source_compiles_for_every_architecture(tmp_path):
 
 def test_cuda_entry_checks_on_the_host_and_fails_cleanly_without_a_device(lib):
     if not lib.has_cuda:
-        with pytest.raises(ns.NativeLibraryError):
-            ns.stitch_cuda({}, ns.DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)
+        with pytest.raises(native.NativeLibraryError):
+            stitch_cuda({}, DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)
         return
-    fake = ns.DevicePlan(0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 5)  # never dereferenced below
-    odd = {tl.VIDEO: ns.DeviceSource(ptr=0x1000, rows=10, freqs_a=0x100, len_a=3)}
+    fake = DevicePlan(0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 5)  # never dereferenced below
+    odd = {tl.VIDEO: DeviceSource(ptr=0x1000, rows=10, freqs_a=0x100, len_a=3)}
     with pytest.raises(ValueError, match="odd"):
-        ns.stitch_cuda(odd, fake, 64, 0x7000, lib=lib)
+        stitch_cuda(odd, fake, 64, 0x7000, lib=lib)
     with pytest.raises(ValueError):
-        ns.stitch_cuda(
-            {tl.TEXT: ns.DeviceSource(ptr=0x1000, rows=10, row_stride=32)}, fake, 64, 0x7000, lib=lib
-        )
-    ns.stitch_cuda({}, ns.DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)  # nothing to do: no launch
+        stitch_cuda({tl.TEXT: DeviceSource(ptr=0x1000, rows=10, row_stride=32)}, fake, 64, 0x7000, lib=lib)
+    stitch_cuda({}, DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)  # nothing to do: no launch
     if lib.cuda_device_count() <= 0:  # (with a device, fake pointers would fault: tests/gpu runs it)
         with pytest.raises(RuntimeError, match="cuda"):
-            ns.stitch_cuda({tl.TEXT: ns.DeviceSource(ptr=0x1000, rows=10)}, fake, 64, 0x7000, lib=lib)
+            stitch_cuda({tl.TEXT: DeviceSource(ptr=0x1000, rows=10)}, fake, 64, 0x7000, lib=lib)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -496,7 +498,7 @@ def test_cuda_entry_checks_on_the_host_and_fails_cleanly_without_a_device(lib):
 def test_torch_op_matches_the_reference_rotate(lib):
     torch = pytest.importorskip("torch")
     from vinci_edge.model import crte_op
-    from vinci_edge.model.omnivinci import rotate
+    from vinci_edge.model.crte_torch import rotate
 
     assert crte_op.native_available("cpu")
     rng = np.random.default_rng(11)
@@ -532,7 +534,7 @@ def test_torch_op_stitch_and_fallback(lib, monkeypatch, tmp_path):
     )
     assert got_bf16.dtype == torch.bfloat16 and got_bf16.shape == got.shape
     # without the library: the same op, the same numbers, from torch
-    monkeypatch.setenv(ns.ENV_LIB, str(tmp_path / "missing.so"))
+    monkeypatch.setenv(native.ENV_LIB, str(tmp_path / "missing.so"))
     assert not crte_op.native_available()
     fallback = crte_op.stitch(plan, text, banks, x.tables, torch.float32)
     torch.testing.assert_close(fallback, got, rtol=1e-6, atol=1e-6)

@@ -17,8 +17,10 @@ from vinci_edge import crte
 from vinci_edge import timeline as tl
 from vinci_edge.config import TimeEmbedding
 from vinci_edge.presets import preset_config
-from vinci_edge.runtime import native_stitch as ns
-from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
+from vinci_edge.stitch import library as native
+from vinci_edge.stitch.cuda import DevicePlan, DeviceSource, stitch_cuda
+from vinci_edge.stitch.inputs import StitchInputs
+from vinci_edge.stitch.numpy_stitch import stitch_numpy
 
 pytestmark = pytest.mark.gpu
 
@@ -56,10 +58,10 @@ def cudart() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def lib(cudart) -> ns.NativeLibrary:
-    found = ns.load_library()
+def lib(cudart) -> native.NativeLibrary:
+    found = native.load_library()
     if found is None:
-        pytest.skip(f"native stitch library not built: {ns.unavailable_reason()}")
+        pytest.skip(f"native stitch library not built: {native.unavailable_reason()}")
     if not found.has_cuda:
         pytest.skip(f"{found.path} was built without its CUDA part (no nvcc at install time)")
     if found.cuda_device_count() <= 0:
@@ -118,7 +120,7 @@ def run_cuda(
 ) -> tuple[np.ndarray, int]:
     """x on the device, the kernel on a fresh stream, the result back (and the error flag)."""
     plan, dim = x.plan, x.text_table.shape[1]
-    sources = {tl.TEXT: ns.DeviceSource(dev.put(x.text_table), x.text_table.shape[0], x.text_table.dtype)}
+    sources = {tl.TEXT: DeviceSource(dev.put(x.text_table), x.text_table.shape[0], x.text_table.dtype)}
     for k, bank in x.banks.items():
         table = x.tables.get(k)
         src = dict(ptr=dev.put(bank), rows=bank.shape[0], dtype=bank.dtype)
@@ -126,8 +128,8 @@ def run_cuda(
             src.update(freqs_a=dev.put(table.freqs_a), len_a=table.freqs_a.size)
             if table.freqs_b.size:
                 src.update(freqs_b=dev.put(table.freqs_b), len_b=table.freqs_b.size)
-        sources[k] = ns.DeviceSource(**src)
-    dplan = ns.DevicePlan(
+        sources[k] = DeviceSource(**src)
+    dplan = DevicePlan(
         kind=dev.put(plan.kind.astype(np.int8)),
         src=dev.put(plan.src.astype(np.int64)),
         scale=dev.put(plan.scale.astype(np.float64)),
@@ -140,7 +142,7 @@ def run_cuda(
     flag = dev.put(np.zeros(1, np.int32)) if error_flag else 0
     stream = dev.check(dev.rt.cudaStreamCreate())
     try:
-        ns.stitch_cuda(
+        stitch_cuda(
             sources, dplan, dim, out, out_dtype, out_stride=stride, stream=int(stream), error_flag=flag
         )
         dev.check(dev.rt.cudaStreamSynchronize(stream))
@@ -216,7 +218,7 @@ def test_cuda_bad_src_zeroes_the_row_and_sets_the_flag(lib, dev):
     got, flag = run_cuda(
         dev, StitchInputs(plan, x.text_table, x.banks, x.tables), np.float32, error_flag=True
     )
-    assert flag == ns.ERR_INDEX
+    assert flag == native.ERR_INDEX
     assert not got[bad].any()
     ok = np.arange(50) != bad
     assert_matches(got[ok], stitch_numpy(x, np.float32)[ok])

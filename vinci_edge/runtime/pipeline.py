@@ -27,19 +27,9 @@ from vinci_edge.runtime.backend import OrtStage, SessionSettings, resolve_provid
 from vinci_edge.runtime.decoder import OrtDecoder
 from vinci_edge.runtime.encoders import MediaEncoders
 from vinci_edge.runtime.engine import Engine
-from vinci_edge.runtime.stitch import StitchInputs
 from vinci_edge.sampling import Sampler
+from vinci_edge.stitch import StitchInputs, select_stitch
 from vinci_edge.text.tokenizer import TextTokenizer
-
-
-def _select_stitch(prefer: str | None, threads: int) -> tuple[str, Callable[..., np.ndarray]]:
-    """The fastest stitch for numpy inputs: the C++ kernel when built, else numpy. (The CUDA kernel
-    takes device buffers; it is used once stages hand over device memory.)"""
-    from vinci_edge.runtime.stitch_select import select_stitch
-
-    if prefer == "cuda":
-        prefer = None
-    return select_stitch(prefer, num_threads=threads)
 
 
 class Pipeline:
@@ -61,7 +51,8 @@ class Pipeline:
         }
         self.threads = threads
         self.context = context
-        self.stitch_name, self._stitch = _select_stitch(stitch, threads)
+        # stitch: None (fastest CPU kernel), "cuda", "cpp" or "numpy"; a fallback's note joins the warnings
+        self.stitch_name, self._stitch, self.stitch_note = select_stitch(stitch, num_threads=threads)
         self._runners: dict[str, Any] = {}
         # Session creation is timed into its own records (stage LOAD), apart from any request, so a
         # profiler can report load time separately; `metrics_factory` makes each request's Metrics
@@ -154,7 +145,7 @@ class Pipeline:
         req = self.prepare(question, metrics=metrics, **media)
         decoder = self.decoder
         decoder.reset()
-        warnings = list(req.warnings)
+        warnings = list(req.warnings) + ([self.stitch_note] if self.stitch_note else [])
         n_prompt = len(req.plan)
         if n_prompt >= decoder.context:
             raise PromptError(
