@@ -6,11 +6,14 @@ time); set VINCI_EDGE_REQUIRE_NATIVE=1 to make that a failure instead (CI on a m
 
 from __future__ import annotations
 
+import ctypes
+import enum
 import importlib.metadata
 import os
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ from vinci_edge.presets import preset_config
 from vinci_edge.stitch import library as native
 from vinci_edge.stitch.cpu import NativeStitch
 from vinci_edge.stitch.cuda import DevicePlan, DeviceSource, stitch_cuda
-from vinci_edge.stitch.cuda_host import CudaStitch, cuda_unavailable_reason
+from vinci_edge.stitch.cuda_host import CudaStitch, compact_inputs, cuda_unavailable_reason
 from vinci_edge.stitch.inputs import StitchInputs
 from vinci_edge.stitch.numpy_stitch import stitch_numpy
 from vinci_edge.stitch.select import select_stitch
@@ -403,6 +406,179 @@ def test_missing_library_falls_back_to_numpy(monkeypatch, tmp_path, caplog):
 def test_native_lib_env_points_at_another_build(lib, monkeypatch):
     monkeypatch.setenv(native.ENV_LIB, str(lib.path))
     assert select_stitch()[0] == "cpp"
+
+
+def test_asking_for_cuda_here_falls_back_and_says_why(lib):
+    why = cuda_unavailable_reason(lib)
+    if why is None:
+        pytest.skip("this machine runs the CUDA stitch (tests/gpu checks it)")
+    choice = select_stitch("cuda")
+    assert choice.name == "cpp" and isinstance(choice.stitch, NativeStitch)
+    assert choice.note == f"stitch: asked for cuda, using cpp: {why}"
+    assert select_stitch().note is None and select_stitch("cpp").note is None  # got what was asked
+
+
+def test_without_the_library_every_request_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv(native.ENV_LIB, str(tmp_path / "missing.so"))
+    cuda = select_stitch("cuda")
+    assert cuda[:2] == ("numpy", stitch_numpy)
+    assert cuda.note.startswith("stitch: asked for cuda, using numpy: the native library is unavailable")
+    assert "missing.so" in cuda.note
+    cpp = select_stitch("cpp")
+    assert cpp.name == "numpy" and "missing.so" in cpp.note
+    assert select_stitch().note is None  # nothing asked for: numpy is the expected result, only logged
+
+
+@pytest.mark.parametrize("name", ["opencl", "CUDA", "", "tensorrt"])
+def test_unknown_stitch_names_are_refused(name):
+    with pytest.raises(ValueError, match="cuda, cpp, numpy"):
+        select_stitch(name)
+
+
+class FakeCudart:
+    """cuda-python's runtime API (the calls CudaStitch makes, same tuple results) on host memory."""
+
+    class cudaError_t(enum.IntEnum):  # noqa: N801 - cuda-python's names
+        cudaSuccess = 0
+        cudaErrorNoDevice = 100
+
+    class cudaMemcpyKind(enum.IntEnum):  # noqa: N801
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    def __init__(self, devices: int = 1) -> None:
+        self.devices = devices
+        self.buffers: dict[int, ctypes.Array] = {}
+        self.streams = 0
+        self.uploaded = 0
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        if self.devices:
+            return self.cudaError_t.cudaSuccess, self.devices
+        return self.cudaError_t.cudaErrorNoDevice, 0
+
+    def cudaStreamCreate(self):  # noqa: N802
+        self.streams += 1
+        return self.cudaError_t.cudaSuccess, 0x5EA
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaStreamDestroy(self, stream):  # noqa: N802
+        self.streams -= 1
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMalloc(self, nbytes):  # noqa: N802
+        buf = ctypes.create_string_buffer(nbytes)
+        self.buffers[ctypes.addressof(buf)] = buf
+        return self.cudaError_t.cudaSuccess, ctypes.addressof(buf)
+
+    def cudaFree(self, ptr):  # noqa: N802
+        del self.buffers[ptr]
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
+        assert stream == 0x5EA
+        ctypes.memmove(dst, src, nbytes)
+        self.uploaded += nbytes if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice else 0
+        return (self.cudaError_t.cudaSuccess,)
+
+
+class CpuKernelAsCuda:
+    """The library with its CUDA entry point played by the CPU kernel: with FakeCudart's "device"
+    buffers in host memory, CudaStitch's whole host side (gather, remap, uploads, plan, download,
+    frees) runs here; only the kernel launch itself is left to tests/gpu."""
+
+    has_cuda = True
+
+    def __init__(self, lib: native.NativeLibrary) -> None:
+        self.lib = lib
+        self.path = lib.path
+
+    def cuda_device_count(self) -> int:
+        return 1
+
+    def stitch_cuda(self, sources, plan, dim, out, out_stride, out_dtype, error_flag, stream) -> None:
+        assert error_flag and stream == 0x5EA
+        self.lib.stitch_cpu(sources, plan, dim, out, out_stride, out_dtype, 1)
+
+    def check(self, rc: int, what: str) -> None:
+        self.lib.check(rc, what)
+
+
+def test_cuda_reason_names_the_missing_piece(lib, monkeypatch):
+    from vinci_edge.stitch import cuda_host
+
+    fake = CpuKernelAsCuda(lib)
+    monkeypatch.setattr(cuda_host, "import_cudart", lambda: FakeCudart())
+    assert cuda_unavailable_reason(fake) is None
+    monkeypatch.setattr(cuda_host, "import_cudart", lambda: FakeCudart(devices=0))
+    assert "cuda-python sees no CUDA device" in cuda_unavailable_reason(fake)
+
+    def no_cuda_python():
+        raise ImportError("No module named 'cuda'")
+
+    monkeypatch.setattr(cuda_host, "import_cudart", no_cuda_python)
+    assert "cuda-python is not installed" in cuda_unavailable_reason(fake)
+    monkeypatch.setattr(fake, "cuda_device_count", lambda: -1)
+    assert cuda_unavailable_reason(fake) == "no CUDA device is visible (no driver)"
+    monkeypatch.setattr(fake, "has_cuda", False)
+    assert "without its CUDA part" in cuda_unavailable_reason(fake)
+    assert "unavailable" in cuda_unavailable_reason(None)
+
+
+def test_compacted_inputs_give_the_same_stitch():
+    rng = np.random.default_rng(14)
+    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: crte.rotation_table(AXIAL), tl.IMAGE: None}
+    x = random_inputs(rng, {tl.TEXT: 30, tl.VIDEO: 20, tl.AUDIO: 10}, 40, tables, vocab=5000)
+    y = compact_inputs(x)
+    text = x.plan.kind == tl.TEXT
+    assert y.text_table.shape == (np.unique(x.plan.src[text]).size, 40)  # the used rows, not 5000
+    assert set(y.banks) == {tl.VIDEO, tl.AUDIO}  # IMAGE is not used: not uploaded
+    np.testing.assert_array_equal(stitch_numpy(y, np.float32), stitch_numpy(x, np.float32))
+    # a source whose every row is read passes as it is, src untouched
+    small = random_inputs(rng, {tl.TEXT: 200, tl.VIDEO: 5}, 40, tables, vocab=7)
+    z = compact_inputs(small)
+    assert z.text_table is small.text_table
+    small_text = small.plan.kind == tl.TEXT
+    np.testing.assert_array_equal(z.plan.src[small_text], small.plan.src[small_text])
+    # the mistakes numpy and the CPU kernel refuse, refused on the host before anything is uploaded
+    bad_src = x.plan.src.copy()
+    bad_src[np.flatnonzero(text)[0]] = 5000
+    with pytest.raises(IndexError):
+        compact_inputs(replace(x, plan=replace(x.plan, src=bad_src)))
+    with pytest.raises(KeyError):
+        compact_inputs(replace(x, banks={tl.VIDEO: x.banks[tl.VIDEO]}))
+    bad_kind = x.plan.kind.copy()
+    bad_kind[0] = 7
+    with pytest.raises(ValueError):
+        compact_inputs(replace(x, plan=replace(x.plan, kind=bad_kind)))
+
+
+def test_cuda_stitch_host_side_with_the_cpu_kernel_as_device(lib):
+    rng = np.random.default_rng(15)
+    tables = {tl.VIDEO: crte.rotation_table(MTCT), tl.AUDIO: crte.rotation_table(AXIAL), tl.IMAGE: None}
+    cudart = FakeCudart()
+    stitch = CudaStitch(CpuKernelAsCuda(lib), cudart=cudart)
+    for in_dtype, out_dtype in [(np.float32, np.float32), (np.float16, np.float32), (np.float32, np.float16)]:
+        x = random_inputs(
+            rng, {tl.TEXT: 40, tl.VIDEO: 60, tl.AUDIO: 50, tl.IMAGE: 7}, 48, tables, in_dtype, vocab=20000
+        )
+        assert_matches(stitch(x, out_dtype), stitch_numpy(x, out_dtype))
+        assert not cudart.buffers and cudart.streams == 0  # everything freed, the stream destroyed
+    assert cudart.uploaded < x.text_table.nbytes  # the used text rows only, not the vocabulary
+    empty = random_inputs(rng, {}, 48, tables)
+    assert stitch(empty, np.float16).shape == (0, 48)
+    x64 = random_inputs(rng, {tl.TEXT: 5, tl.VIDEO: 5}, 48, tables, np.float64)
+    np.testing.assert_array_equal(stitch(x64, np.float32), stitch_numpy(x64, np.float32))  # numpy's
+    # errors: a bad src before any allocation, an odd rotation width after some; both leave nothing behind
+    bad_src = x.plan.src.copy()
+    bad_src[np.flatnonzero(x.plan.kind == tl.AUDIO)[0]] = 50  # the bank has 50 rows
+    with pytest.raises(IndexError):
+        stitch(replace(x, plan=replace(x.plan, src=bad_src)), np.float32)
+    with pytest.raises(ValueError, match="odd"):
+        stitch(replace(x, tables={tl.VIDEO: crte.RotationTable(np.ones(3), np.zeros(0))}), np.float32)
+    assert not cudart.buffers and cudart.streams == 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The CUDA stitch kernel on a real device, through cuda-python device buffers, against `stitch_numpy`.
+"""The CUDA stitch kernel on a real device against `stitch_numpy`: through cuda-python device buffers
+(`stitch_cuda`), and through `CudaStitch`, the host-to-device path `select_stitch("cuda")` returns.
 
 Needs a GPU: cuda-python (`pip install vinci-edge[gpu]`), a driver, a visible device, and a
 libvinci_crte.so built with its CUDA part. Without any of them every test here is SKIPPED, with the
@@ -19,8 +20,10 @@ from vinci_edge.config import TimeEmbedding
 from vinci_edge.presets import preset_config
 from vinci_edge.stitch import library as native
 from vinci_edge.stitch.cuda import DevicePlan, DeviceSource, stitch_cuda
+from vinci_edge.stitch.cuda_host import CudaStitch
 from vinci_edge.stitch.inputs import StitchInputs
 from vinci_edge.stitch.numpy_stitch import stitch_numpy
+from vinci_edge.stitch.select import select_stitch
 
 pytestmark = pytest.mark.gpu
 
@@ -228,3 +231,56 @@ def test_cuda_empty_plan_launches_nothing(lib, dev):
     x = random_inputs(np.random.default_rng(2), 64, np.float32, n=0)
     got, _ = run_cuda(dev, x, np.float16)
     assert got.shape == (0, 64)
+
+
+# --------------------------------------------------------------------------------------------------
+# CudaStitch: numpy in, the kernel on the device, numpy out
+
+
+def test_select_stitch_cuda_takes_the_device_here(lib):
+    choice = select_stitch("cuda")
+    assert choice.name == "cuda" and isinstance(choice.stitch, CudaStitch) and choice.note is None
+
+
+@pytest.mark.parametrize("dim", [3584, 129], ids=["9b", "odd-unaligned"])
+@pytest.mark.parametrize(
+    "in_dtype,out_dtype",
+    [(np.float32, np.float32), (np.float32, np.float16), (np.float16, np.float32), (np.float16, np.float16)],
+)
+def test_host_to_device_stitch_matches_numpy(lib, dim, in_dtype, out_dtype):
+    x = random_inputs(np.random.default_rng(dim + 1), dim, in_dtype)
+    assert_matches(CudaStitch(lib)(x, out_dtype), stitch_numpy(x, out_dtype))
+
+
+def test_host_to_device_stitch_on_a_preset_plan_with_a_large_vocabulary(lib):
+    cfg = preset_config("tiny")
+    video = tl.VideoTimeline(tl.sample_frame_indices(100, 4), 10.0, 100, 4)
+    markers = {"sound": 900, "video": 901, "image": 902}
+    plan = tl.build_plan(
+        [1, 900, 901, 2, 40_000],
+        [tl.VideoInput(video, tl.audio_timeline(16000 * 10, cfg))],
+        cfg,
+        markers,
+        lambda s: [10] if s == "\n" else [11],
+    )
+    rng = np.random.default_rng(3)
+    d = cfg.hidden_size
+    rows = {k: max(plan.bank_rows.get(k, 0), 1) for k in (tl.VIDEO, tl.AUDIO, tl.IMAGE)}
+    banks = {k: rng.standard_normal((n, d)).astype(np.float16) for k, n in rows.items()}
+    tables = {
+        tl.VIDEO: crte.rotation_table(cfg.video_encoder.time),
+        tl.AUDIO: crte.rotation_table(cfg.sound_encoder.time),
+        tl.IMAGE: None,
+    }
+    # 50000 text rows, of which the plan reads a handful: only those are copied to the device
+    x = StitchInputs(plan, rng.standard_normal((50_000, d)).astype(np.float16), banks, tables)
+    assert_matches(CudaStitch(lib)(x, np.float16), stitch_numpy(x, np.float16))
+
+
+def test_host_to_device_stitch_refuses_a_bad_src_on_the_host(lib):
+    x = random_inputs(np.random.default_rng(4), 64, np.float32, n=50)
+    src = x.plan.src.copy()
+    src[int(np.flatnonzero(x.plan.kind == tl.VIDEO)[0])] = 10_000
+    plan = tl.Plan(x.plan.kind, src, x.plan.scale, x.plan.a, x.plan.b, x.plan.time, [])
+    with pytest.raises(IndexError):
+        CudaStitch(lib)(StitchInputs(plan, x.text_table, x.banks, x.tables), np.float32)

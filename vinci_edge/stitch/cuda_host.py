@@ -115,10 +115,11 @@ class CudaStitch:
 
     name = "cuda"
 
-    def __init__(self, lib: NativeLibrary | None = None) -> None:
+    def __init__(self, lib: NativeLibrary | None = None, cudart: ModuleType | None = None) -> None:
+        """`cudart`: cuda-python's runtime module (or anything with its API); imported when None."""
         self.lib = lib if lib is not None else require_library()
         try:
-            self.cudart = import_cudart()
+            self.cudart = cudart if cudart is not None else import_cudart()
         except ImportError as e:
             raise MissingDependencyError(
                 f"the CUDA stitch needs cuda-python ({e})", hint="pip install 'vinci-edge[gpu]'"
