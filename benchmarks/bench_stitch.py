@@ -1,4 +1,5 @@
-"""Fused native stitch (C++ CPU kernel) against `stitch_numpy`, on an omnivinci-9b-shaped request.
+"""Fused native stitch (C++ CPU kernel; the CUDA kernel behind host copies where a GPU and cuda-python
+are present) against `stitch_numpy`, on an omnivinci-9b-shaped request.
 
     python benchmarks/bench_stitch.py [--repeats 7] [--json]
 
@@ -23,8 +24,14 @@ from vinci_edge import crte
 from vinci_edge.kinds import Kind
 from vinci_edge.plan import Plan
 from vinci_edge.presets import preset_config
-from vinci_edge.runtime.native_stitch import NativeStitch, load_library, unavailable_reason
-from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
+from vinci_edge.stitch import (
+    NativeStitch,
+    StitchInputs,
+    load_library,
+    select_stitch,
+    stitch_numpy,
+    unavailable_reason,
+)
 
 FRAMES, TOKENS_PER_FRAME, AUDIO_TOKENS, TEXT_EACH_SIDE, VOCAB = 16, 256, 750, 20, 4096
 
@@ -109,6 +116,14 @@ def main() -> None:
         res["speedup_all_threads"] = res["numpy_s"] / res["cpp_all_threads_s"]
         res["threads_2_vs_1"] = res["cpp_1_threads_s"] / res["cpp_2_threads_s"]
         res["output_GB_per_s_all_threads"] = n * dim * 4 / res["cpp_all_threads_s"] / 1e9
+    cuda = select_stitch("cuda")
+    if cuda.name == "cuda":  # host -> device copies, kernel, device -> host: what the runtime pays today
+        res["cuda_max_abs_diff"] = float(
+            np.abs(cuda.stitch(x, np.float32) - stitch_numpy(x, np.float32)).max()
+        )
+        res["cuda_host_to_device_s"] = median_seconds(lambda: cuda.stitch(x, np.float32), args.repeats)
+    else:
+        res["cuda"] = cuda.note
     if args.json:
         print(json.dumps(res, indent=2))
         return
@@ -125,6 +140,11 @@ def main() -> None:
     key = "cpp_all_threads_reused_out_s"
     print(f"  cpp all, out=buf {res[key] * 1e3:8.2f} ms   x{res['numpy_s'] / res[key]:6.1f} vs numpy")
     print(f"  2 threads vs 1: x{res['threads_2_vs_1']:.2f}   max |cpp - numpy| = {res['max_abs_diff']:.3g}")
+    if "cuda_host_to_device_s" in res:
+        t = res["cuda_host_to_device_s"]
+        print(f"  cuda (with copies) {t * 1e3:6.2f} ms   x{res['numpy_s'] / t:6.1f} vs numpy")
+    else:
+        print(f"  {res['cuda']}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ time); set VINCI_EDGE_REQUIRE_NATIVE=1 to make that a failure instead (CI on a m
 
 from __future__ import annotations
 
+import ctypes
+import enum
 import importlib.metadata
 import os
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +25,13 @@ from vinci_edge.config import TimeEmbedding
 from vinci_edge.kinds import Kind
 from vinci_edge.plan import AudioItem, ImageItem, Item, Plan, TextItem, VideoItem, layout
 from vinci_edge.presets import preset_config
-from vinci_edge.runtime import native_stitch as ns
-from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
-from vinci_edge.runtime.stitch_select import select_stitch
+from vinci_edge.stitch import library as native
+from vinci_edge.stitch.cpu import NativeStitch
+from vinci_edge.stitch.cuda import DevicePlan, DeviceSource, stitch_cuda
+from vinci_edge.stitch.cuda_host import CudaStitch, compact_inputs, cuda_unavailable_reason
+from vinci_edge.stitch.inputs import StitchInputs
+from vinci_edge.stitch.numpy_stitch import stitch_numpy
+from vinci_edge.stitch.select import select_stitch
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_ARCHS = (87, 89, 90, 100, 110)
@@ -40,10 +47,10 @@ AXIAL_LANG = TimeEmbedding(
 
 
 @pytest.fixture(scope="module")
-def lib() -> ns.NativeLibrary:
-    found = ns.load_library()
+def lib() -> native.NativeLibrary:
+    found = native.load_library()
     if found is None:
-        why = ns.unavailable_reason()
+        why = native.unavailable_reason()
         if os.environ.get("VINCI_EDGE_REQUIRE_NATIVE") == "1":
             pytest.fail(f"VINCI_EDGE_REQUIRE_NATIVE=1 but the native library is unavailable: {why}")
         pytest.skip(f"native stitch library not built: {why}")
@@ -93,9 +100,9 @@ def assert_matches(got: np.ndarray, ref: np.ndarray) -> None:
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7 * scale)
 
 
-def run_both(lib: ns.NativeLibrary, x: StitchInputs, out_dtype: type, threads: int = 1) -> np.ndarray:
+def run_both(lib: native.NativeLibrary, x: StitchInputs, out_dtype: type, threads: int = 1) -> np.ndarray:
     ref = stitch_numpy(x, out_dtype)
-    got = ns.NativeStitch(lib, num_threads=threads)(x, out_dtype)
+    got = NativeStitch(lib, num_threads=threads)(x, out_dtype)
     assert_matches(got, ref)
     return got
 
@@ -105,7 +112,7 @@ def run_both(lib: ns.NativeLibrary, x: StitchInputs, out_dtype: type, threads: i
 
 
 def test_library_identity(lib):
-    assert lib.abi_version == ns.ABI_VERSION
+    assert lib.abi_version == native.ABI_VERSION
     assert lib.version == importlib.metadata.version("vinci-edge")
     assert lib.hardware_threads >= 1
     count = lib.cuda_device_count()  # -1 without CUDA part or driver: never a crash
@@ -150,7 +157,7 @@ def test_fp32_is_bit_exact_in_practice(lib):
     rng = np.random.default_rng(1)
     tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: crte.rotation_table(AXIAL), Kind.IMAGE: None}
     x = random_inputs(rng, {Kind.TEXT: 50, Kind.VIDEO: 300, Kind.AUDIO: 300, Kind.IMAGE: 20}, 96, tables)
-    got = ns.NativeStitch(lib)(x, np.float32)
+    got = NativeStitch(lib)(x, np.float32)
     ref = stitch_numpy(x, np.float32)
     assert np.count_nonzero(got != ref) <= got.size * 1e-4
 
@@ -186,7 +193,7 @@ def test_rotation_is_rounded_once_from_double(lib):
     )
     x = StitchInputs(plan, np.zeros((1, 8), np.float32), {Kind.VIDEO: bank}, {Kind.VIDEO: table})
     for out_dtype in (np.float16, np.float32):
-        got = ns.NativeStitch(lib)(x, out_dtype)
+        got = NativeStitch(lib)(x, out_dtype)
         ref = stitch_numpy(x, out_dtype)
         np.testing.assert_array_equal(got, ref)
 
@@ -201,7 +208,7 @@ def test_fp16_conversions_are_exact_for_every_value(lib):
         np.full(n, Kind.IMAGE, np.int8), np.arange(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), []
     )
     x = StitchInputs(plan, np.zeros((1, 64), np.float16), {Kind.IMAGE: every}, {Kind.IMAGE: None})
-    got = ns.NativeStitch(lib)(x, np.float32)
+    got = NativeStitch(lib)(x, np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), every.astype(np.float32).view(np.uint32))
 
     rng = np.random.default_rng(3)
@@ -224,7 +231,7 @@ def test_fp16_conversions_are_exact_for_every_value(lib):
         np.full(n, Kind.IMAGE, np.int8), np.arange(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), []
     )
     x = StitchInputs(plan, np.zeros((1, 32), np.float32), {Kind.IMAGE: vals}, {Kind.IMAGE: None})
-    got = ns.NativeStitch(lib)(x, np.float16)
+    got = NativeStitch(lib)(x, np.float16)
     ref = stitch_numpy(x, np.float16)
     finite = ~np.isnan(ref)
     np.testing.assert_array_equal(got.view(np.uint16)[finite], ref.view(np.uint16)[finite])
@@ -244,7 +251,7 @@ def test_empty_kinds_and_empty_plan(lib):
     run_both(lib, x, np.float32)
     # zero-length plan
     x = random_inputs(rng, {}, 40, tables)
-    got = ns.NativeStitch(lib)(x, np.float16)
+    got = NativeStitch(lib)(x, np.float16)
     assert got.shape == (0, 40) and got.dtype == np.float16
     # zero-row media bank with no positions of that kind
     x = random_inputs(rng, {Kind.TEXT: 3}, 40, tables)
@@ -276,9 +283,9 @@ def test_float64_inputs_fall_back_to_numpy(lib):
     rng = np.random.default_rng(7)
     tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: None, Kind.IMAGE: None}
     x = random_inputs(rng, {Kind.TEXT: 10, Kind.VIDEO: 40}, 32, tables, np.float64)
-    np.testing.assert_array_equal(ns.NativeStitch(lib)(x, np.float32), stitch_numpy(x, np.float32))
+    np.testing.assert_array_equal(NativeStitch(lib)(x, np.float32), stitch_numpy(x, np.float32))
     x32 = random_inputs(rng, {Kind.TEXT: 10, Kind.VIDEO: 40}, 32, tables)
-    np.testing.assert_array_equal(ns.NativeStitch(lib)(x32, np.float64), stitch_numpy(x32, np.float64))
+    np.testing.assert_array_equal(NativeStitch(lib)(x32, np.float64), stitch_numpy(x32, np.float64))
 
 
 def _tiny_plan(media: list[Item]) -> tuple[Plan, object]:
@@ -324,9 +331,9 @@ def test_threads_give_identical_output(lib):
     x = random_inputs(rng, {Kind.TEXT: 200, Kind.VIDEO: 1800, Kind.AUDIO: 900, Kind.IMAGE: 100}, 512, tables)
     one = run_both(lib, x, np.float32, threads=1)
     for threads in (2, 5, 0):
-        np.testing.assert_array_equal(ns.NativeStitch(lib, num_threads=threads)(x, np.float32), one)
+        np.testing.assert_array_equal(NativeStitch(lib, num_threads=threads)(x, np.float32), one)
     buf = np.full_like(one, np.nan)
-    ns.NativeStitch(lib, num_threads=2)(x, np.float32, out=buf)
+    NativeStitch(lib, num_threads=2)(x, np.float32, out=buf)
     np.testing.assert_array_equal(buf, one)
 
 
@@ -338,7 +345,7 @@ def test_errors_are_python_exceptions(lib):
     rng = np.random.default_rng(10)
     tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: None, Kind.IMAGE: None}
     x = random_inputs(rng, {Kind.TEXT: 4, Kind.VIDEO: 6}, 32, tables)
-    stitch = ns.NativeStitch(lib)
+    stitch = NativeStitch(lib)
     buf = np.zeros((10, 32), np.float32)
 
     bad_src = x.plan.src.copy()
@@ -361,7 +368,7 @@ def test_errors_are_python_exceptions(lib):
     with pytest.raises(ValueError):
         stitch(x, np.float32, out=np.zeros((3, 32), np.float32))
     with pytest.raises(ValueError):
-        ns.NativeStitch(lib, num_threads=-1)
+        NativeStitch(lib, num_threads=-1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,12 +376,12 @@ def test_errors_are_python_exceptions(lib):
 
 
 def test_select_prefers_the_cpu_kernel_for_numpy_inputs(lib):
-    name, fn = select_stitch()
-    assert name == "cpp" and isinstance(fn, ns.NativeStitch)
+    name, fn, _ = select_stitch()
+    assert name == "cpp" and isinstance(fn, NativeStitch)
     assert select_stitch("numpy")[0] == "numpy"
-    name, fn = select_stitch("cuda")
-    if lib.has_cuda and lib.cuda_device_count() > 0:
-        assert name == "cuda" and fn is ns.stitch_cuda
+    name, fn, _ = select_stitch("cuda")
+    if cuda_unavailable_reason(lib) is None:
+        assert name == "cuda" and isinstance(fn, CudaStitch)
     else:
         assert name == "cpp"  # no device here: numpy inputs go to the CPU kernel
     with pytest.raises(ValueError):
@@ -382,30 +389,208 @@ def test_select_prefers_the_cpu_kernel_for_numpy_inputs(lib):
 
 
 def test_missing_library_falls_back_to_numpy(monkeypatch, tmp_path, caplog):
-    monkeypatch.setenv(ns.ENV_LIB, str(tmp_path / "nowhere" / "libvinci_crte.so"))
-    with caplog.at_level("DEBUG", logger="vinci_edge.runtime"):
-        assert select_stitch() == ("numpy", stitch_numpy)
-        assert select_stitch("cuda") == ("numpy", stitch_numpy)
-        assert select_stitch("cpp") == ("numpy", stitch_numpy)
-    assert "nowhere" in (ns.unavailable_reason() or "")
+    monkeypatch.setenv(native.ENV_LIB, str(tmp_path / "nowhere" / "libvinci_crte.so"))
+    with caplog.at_level("DEBUG", logger="vinci_edge.stitch"):
+        assert select_stitch()[:2] == ("numpy", stitch_numpy)
+        assert select_stitch("cuda")[:2] == ("numpy", stitch_numpy)
+        assert select_stitch("cpp")[:2] == ("numpy", stitch_numpy)
+    assert "nowhere" in (native.unavailable_reason() or "")
     assert "unavailable" in caplog.text
     # not a shared library at all
     junk = tmp_path / "libvinci_crte.so"
     junk.write_bytes(b"not an ELF file")
-    monkeypatch.setenv(ns.ENV_LIB, str(junk))
+    monkeypatch.setenv(native.ENV_LIB, str(junk))
     assert select_stitch()[0] == "numpy"
-    assert "cannot load" in (ns.unavailable_reason() or "")
-    with pytest.raises(ns.NativeLibraryError):
-        ns.NativeStitch()
+    assert "cannot load" in (native.unavailable_reason() or "")
+    with pytest.raises(native.NativeLibraryError):
+        NativeStitch()
     # switched off
-    monkeypatch.delenv(ns.ENV_LIB)
-    monkeypatch.setenv(ns.ENV_NO_NATIVE, "1")
+    monkeypatch.delenv(native.ENV_LIB)
+    monkeypatch.setenv(native.ENV_NO_NATIVE, "1")
     assert select_stitch()[0] == "numpy"
 
 
 def test_native_lib_env_points_at_another_build(lib, monkeypatch):
-    monkeypatch.setenv(ns.ENV_LIB, str(lib.path))
+    monkeypatch.setenv(native.ENV_LIB, str(lib.path))
     assert select_stitch()[0] == "cpp"
+
+
+def test_asking_for_cuda_here_falls_back_and_says_why(lib):
+    why = cuda_unavailable_reason(lib)
+    if why is None:
+        pytest.skip("this machine runs the CUDA stitch (tests/gpu checks it)")
+    choice = select_stitch("cuda")
+    assert choice.name == "cpp" and isinstance(choice.stitch, NativeStitch)
+    assert choice.note == f"stitch: asked for cuda, using cpp: {why}"
+    assert select_stitch().note is None and select_stitch("cpp").note is None  # got what was asked
+
+
+def test_without_the_library_every_request_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv(native.ENV_LIB, str(tmp_path / "missing.so"))
+    cuda = select_stitch("cuda")
+    assert cuda[:2] == ("numpy", stitch_numpy)
+    assert cuda.note.startswith("stitch: asked for cuda, using numpy: the native library is unavailable")
+    assert "missing.so" in cuda.note
+    cpp = select_stitch("cpp")
+    assert cpp.name == "numpy" and "missing.so" in cpp.note
+    assert select_stitch().note is None  # nothing asked for: numpy is the expected result, only logged
+
+
+@pytest.mark.parametrize("name", ["opencl", "CUDA", "", "tensorrt"])
+def test_unknown_stitch_names_are_refused(name):
+    with pytest.raises(ValueError, match="cuda, cpp, numpy"):
+        select_stitch(name)
+
+
+class FakeCudart:
+    """cuda-python's runtime API (the calls CudaStitch makes, same tuple results) on host memory."""
+
+    class cudaError_t(enum.IntEnum):  # noqa: N801 - cuda-python's names
+        cudaSuccess = 0
+        cudaErrorNoDevice = 100
+
+    class cudaMemcpyKind(enum.IntEnum):  # noqa: N801
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    def __init__(self, devices: int = 1) -> None:
+        self.devices = devices
+        self.buffers: dict[int, ctypes.Array] = {}
+        self.streams = 0
+        self.uploaded = 0
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        if self.devices:
+            return self.cudaError_t.cudaSuccess, self.devices
+        return self.cudaError_t.cudaErrorNoDevice, 0
+
+    def cudaStreamCreate(self):  # noqa: N802
+        self.streams += 1
+        return self.cudaError_t.cudaSuccess, 0x5EA
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaStreamDestroy(self, stream):  # noqa: N802
+        self.streams -= 1
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMalloc(self, nbytes):  # noqa: N802
+        buf = ctypes.create_string_buffer(nbytes)
+        self.buffers[ctypes.addressof(buf)] = buf
+        return self.cudaError_t.cudaSuccess, ctypes.addressof(buf)
+
+    def cudaFree(self, ptr):  # noqa: N802
+        del self.buffers[ptr]
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
+        assert stream == 0x5EA
+        ctypes.memmove(dst, src, nbytes)
+        self.uploaded += nbytes if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice else 0
+        return (self.cudaError_t.cudaSuccess,)
+
+
+class CpuKernelAsCuda:
+    """The library with its CUDA entry point played by the CPU kernel: with FakeCudart's "device"
+    buffers in host memory, CudaStitch's whole host side (gather, remap, uploads, plan, download,
+    frees) runs here; only the kernel launch itself is left to tests/gpu."""
+
+    has_cuda = True
+
+    def __init__(self, lib: native.NativeLibrary) -> None:
+        self.lib = lib
+        self.path = lib.path
+
+    def cuda_device_count(self) -> int:
+        return 1
+
+    def stitch_cuda(self, sources, plan, dim, out, out_stride, out_dtype, error_flag, stream) -> None:
+        assert error_flag and stream == 0x5EA
+        self.lib.stitch_cpu(sources, plan, dim, out, out_stride, out_dtype, 1)
+
+    def check(self, rc: int, what: str) -> None:
+        self.lib.check(rc, what)
+
+
+def test_cuda_reason_names_the_missing_piece(lib, monkeypatch):
+    from vinci_edge.stitch import cuda_host
+
+    fake = CpuKernelAsCuda(lib)
+    monkeypatch.setattr(cuda_host, "import_cudart", lambda: FakeCudart())
+    assert cuda_unavailable_reason(fake) is None
+    monkeypatch.setattr(cuda_host, "import_cudart", lambda: FakeCudart(devices=0))
+    assert "cuda-python sees no CUDA device" in cuda_unavailable_reason(fake)
+
+    def no_cuda_python():
+        raise ImportError("No module named 'cuda'")
+
+    monkeypatch.setattr(cuda_host, "import_cudart", no_cuda_python)
+    assert "cuda-python is not installed" in cuda_unavailable_reason(fake)
+    monkeypatch.setattr(fake, "cuda_device_count", lambda: -1)
+    assert cuda_unavailable_reason(fake) == "no CUDA device is visible (no driver)"
+    monkeypatch.setattr(fake, "has_cuda", False)
+    assert "without its CUDA part" in cuda_unavailable_reason(fake)
+    assert "unavailable" in cuda_unavailable_reason(None)
+
+
+def test_compacted_inputs_give_the_same_stitch():
+    rng = np.random.default_rng(14)
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: crte.rotation_table(AXIAL), Kind.IMAGE: None}
+    x = random_inputs(rng, {Kind.TEXT: 30, Kind.VIDEO: 20, Kind.AUDIO: 10}, 40, tables, vocab=5000)
+    y = compact_inputs(x)
+    text = x.plan.kind == Kind.TEXT
+    assert y.text_table.shape == (np.unique(x.plan.src[text]).size, 40)  # the used rows, not 5000
+    assert set(y.banks) == {Kind.VIDEO, Kind.AUDIO}  # IMAGE is not used: not uploaded
+    np.testing.assert_array_equal(stitch_numpy(y, np.float32), stitch_numpy(x, np.float32))
+    # a source whose every row is read passes as it is, src untouched
+    small = random_inputs(rng, {Kind.TEXT: 200, Kind.VIDEO: 5}, 40, tables, vocab=7)
+    z = compact_inputs(small)
+    assert z.text_table is small.text_table
+    small_text = small.plan.kind == Kind.TEXT
+    np.testing.assert_array_equal(z.plan.src[small_text], small.plan.src[small_text])
+    # the mistakes numpy and the CPU kernel refuse, refused on the host before anything is uploaded
+    bad_src = x.plan.src.copy()
+    bad_src[np.flatnonzero(text)[0]] = 5000
+    with pytest.raises(IndexError):
+        compact_inputs(replace(x, plan=replace(x.plan, src=bad_src)))
+    with pytest.raises(KeyError):
+        compact_inputs(replace(x, banks={Kind.VIDEO: x.banks[Kind.VIDEO]}))
+    bad_kind = x.plan.kind.copy()
+    bad_kind[0] = 7
+    with pytest.raises(ValueError):
+        compact_inputs(replace(x, plan=replace(x.plan, kind=bad_kind)))
+
+
+def test_cuda_stitch_host_side_with_the_cpu_kernel_as_device(lib):
+    rng = np.random.default_rng(15)
+    tables = {Kind.VIDEO: crte.rotation_table(MTCT), Kind.AUDIO: crte.rotation_table(AXIAL), Kind.IMAGE: None}
+    cudart = FakeCudart()
+    stitch = CudaStitch(CpuKernelAsCuda(lib), cudart=cudart)
+    for in_dtype, out_dtype in [(np.float32, np.float32), (np.float16, np.float32), (np.float32, np.float16)]:
+        x = random_inputs(
+            rng,
+            {Kind.TEXT: 40, Kind.VIDEO: 60, Kind.AUDIO: 50, Kind.IMAGE: 7},
+            48,
+            tables,
+            in_dtype,
+            vocab=20000,
+        )
+        assert_matches(stitch(x, out_dtype), stitch_numpy(x, out_dtype))
+        assert not cudart.buffers and cudart.streams == 0  # everything freed, the stream destroyed
+    assert cudart.uploaded < x.text_table.nbytes  # the used text rows only, not the vocabulary
+    empty = random_inputs(rng, {}, 48, tables)
+    assert stitch(empty, np.float16).shape == (0, 48)
+    x64 = random_inputs(rng, {Kind.TEXT: 5, Kind.VIDEO: 5}, 48, tables, np.float64)
+    np.testing.assert_array_equal(stitch(x64, np.float32), stitch_numpy(x64, np.float32))  # numpy's
+    # errors: a bad src before any allocation, an odd rotation width after some; both leave nothing behind
+    bad_src = x.plan.src.copy()
+    bad_src[np.flatnonzero(x.plan.kind == Kind.AUDIO)[0]] = 50  # the bank has 50 rows
+    with pytest.raises(IndexError):
+        stitch(replace(x, plan=replace(x.plan, src=bad_src)), np.float32)
+    with pytest.raises(ValueError, match="odd"):
+        stitch(replace(x, tables={Kind.VIDEO: crte.RotationTable(np.ones(3), np.zeros(0))}), np.float32)
+    assert not cudart.buffers and cudart.streams == 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -479,21 +664,19 @@ def test_cuda_source_compiles_for_every_architecture(tmp_path):
 
 def test_cuda_entry_checks_on_the_host_and_fails_cleanly_without_a_device(lib):
     if not lib.has_cuda:
-        with pytest.raises(ns.NativeLibraryError):
-            ns.stitch_cuda({}, ns.DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)
+        with pytest.raises(native.NativeLibraryError):
+            stitch_cuda({}, DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)
         return
-    fake = ns.DevicePlan(0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 5)  # never dereferenced below
-    odd = {Kind.VIDEO: ns.DeviceSource(ptr=0x1000, rows=10, freqs_a=0x100, len_a=3)}
+    fake = DevicePlan(0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 5)  # never dereferenced below
+    odd = {Kind.VIDEO: DeviceSource(ptr=0x1000, rows=10, freqs_a=0x100, len_a=3)}
     with pytest.raises(ValueError, match="odd"):
-        ns.stitch_cuda(odd, fake, 64, 0x7000, lib=lib)
+        stitch_cuda(odd, fake, 64, 0x7000, lib=lib)
     with pytest.raises(ValueError):
-        ns.stitch_cuda(
-            {Kind.TEXT: ns.DeviceSource(ptr=0x1000, rows=10, row_stride=32)}, fake, 64, 0x7000, lib=lib
-        )
-    ns.stitch_cuda({}, ns.DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)  # nothing to do: no launch
+        stitch_cuda({Kind.TEXT: DeviceSource(ptr=0x1000, rows=10, row_stride=32)}, fake, 64, 0x7000, lib=lib)
+    stitch_cuda({}, DevicePlan(0, 0, 0, 0, 0, 0), 64, 0, lib=lib)  # nothing to do: no launch
     if lib.cuda_device_count() <= 0:  # (with a device, fake pointers would fault: tests/gpu runs it)
         with pytest.raises(RuntimeError, match="cuda"):
-            ns.stitch_cuda({Kind.TEXT: ns.DeviceSource(ptr=0x1000, rows=10)}, fake, 64, 0x7000, lib=lib)
+            stitch_cuda({Kind.TEXT: DeviceSource(ptr=0x1000, rows=10)}, fake, 64, 0x7000, lib=lib)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -503,7 +686,7 @@ def test_cuda_entry_checks_on_the_host_and_fails_cleanly_without_a_device(lib):
 def test_torch_op_matches_the_reference_rotate(lib):
     torch = pytest.importorskip("torch")
     from vinci_edge.model import crte_op
-    from vinci_edge.model.omnivinci import rotate
+    from vinci_edge.model.crte_torch import rotate
 
     assert crte_op.native_available("cpu")
     rng = np.random.default_rng(11)
@@ -537,7 +720,7 @@ def test_torch_op_stitch_and_fallback(lib, monkeypatch, tmp_path):
     )
     assert got_bf16.dtype == torch.bfloat16 and got_bf16.shape == got.shape
     # without the library: the same op, the same numbers, from torch
-    monkeypatch.setenv(ns.ENV_LIB, str(tmp_path / "missing.so"))
+    monkeypatch.setenv(native.ENV_LIB, str(tmp_path / "missing.so"))
     assert not crte_op.native_available()
     fallback = crte_op.stitch(plan, text, banks, x.tables, torch.float32)
     torch.testing.assert_close(fallback, got, rtol=1e-6, atol=1e-6)

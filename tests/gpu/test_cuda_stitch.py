@@ -1,4 +1,5 @@
-"""The CUDA stitch kernel on a real device, through cuda-python device buffers, against `stitch_numpy`.
+"""The CUDA stitch kernel on a real device against `stitch_numpy`: through cuda-python device buffers
+(`stitch_cuda`), and through `CudaStitch`, the host-to-device path `select_stitch("cuda")` returns.
 
 Needs a GPU: cuda-python (`pip install vinci-edge[gpu]`), a driver, a visible device, and a
 libvinci_crte.so built with its CUDA part. Without any of them every test here is SKIPPED, with the
@@ -19,8 +20,12 @@ from vinci_edge.config import TimeEmbedding
 from vinci_edge.kinds import Kind
 from vinci_edge.plan import Plan, TextItem, VideoItem, layout
 from vinci_edge.presets import preset_config
-from vinci_edge.runtime import native_stitch as ns
-from vinci_edge.runtime.stitch import StitchInputs, stitch_numpy
+from vinci_edge.stitch import library as native
+from vinci_edge.stitch.cuda import DevicePlan, DeviceSource, stitch_cuda
+from vinci_edge.stitch.cuda_host import CudaStitch
+from vinci_edge.stitch.inputs import StitchInputs
+from vinci_edge.stitch.numpy_stitch import stitch_numpy
+from vinci_edge.stitch.select import select_stitch
 
 pytestmark = pytest.mark.gpu
 
@@ -58,10 +63,10 @@ def cudart() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def lib(cudart) -> ns.NativeLibrary:
-    found = ns.load_library()
+def lib(cudart) -> native.NativeLibrary:
+    found = native.load_library()
     if found is None:
-        pytest.skip(f"native stitch library not built: {ns.unavailable_reason()}")
+        pytest.skip(f"native stitch library not built: {native.unavailable_reason()}")
     if not found.has_cuda:
         pytest.skip(f"{found.path} was built without its CUDA part (no nvcc at install time)")
     if found.cuda_device_count() <= 0:
@@ -120,7 +125,7 @@ def run_cuda(
 ) -> tuple[np.ndarray, int]:
     """x on the device, the kernel on a fresh stream, the result back (and the error flag)."""
     plan, dim = x.plan, x.text_table.shape[1]
-    sources = {Kind.TEXT: ns.DeviceSource(dev.put(x.text_table), x.text_table.shape[0], x.text_table.dtype)}
+    sources = {Kind.TEXT: DeviceSource(dev.put(x.text_table), x.text_table.shape[0], x.text_table.dtype)}
     for k, bank in x.banks.items():
         table = x.tables.get(k)
         src = dict(ptr=dev.put(bank), rows=bank.shape[0], dtype=bank.dtype)
@@ -128,8 +133,8 @@ def run_cuda(
             src.update(freqs_a=dev.put(table.freqs_a), len_a=table.freqs_a.size)
             if table.freqs_b.size:
                 src.update(freqs_b=dev.put(table.freqs_b), len_b=table.freqs_b.size)
-        sources[k] = ns.DeviceSource(**src)
-    dplan = ns.DevicePlan(
+        sources[k] = DeviceSource(**src)
+    dplan = DevicePlan(
         kind=dev.put(plan.kind.astype(np.int8)),
         src=dev.put(plan.src.astype(np.int64)),
         scale=dev.put(plan.scale.astype(np.float64)),
@@ -142,7 +147,7 @@ def run_cuda(
     flag = dev.put(np.zeros(1, np.int32)) if error_flag else 0
     stream = dev.check(dev.rt.cudaStreamCreate())
     try:
-        ns.stitch_cuda(
+        stitch_cuda(
             sources, dplan, dim, out, out_dtype, out_stride=stride, stream=int(stream), error_flag=flag
         )
         dev.check(dev.rt.cudaStreamSynchronize(stream))
@@ -215,7 +220,7 @@ def test_cuda_bad_src_zeroes_the_row_and_sets_the_flag(lib, dev):
     got, flag = run_cuda(
         dev, StitchInputs(plan, x.text_table, x.banks, x.tables), np.float32, error_flag=True
     )
-    assert flag == ns.ERR_INDEX
+    assert flag == native.ERR_INDEX
     assert not got[bad].any()
     ok = np.arange(50) != bad
     assert_matches(got[ok], stitch_numpy(x, np.float32)[ok])
@@ -225,3 +230,53 @@ def test_cuda_empty_plan_launches_nothing(lib, dev):
     x = random_inputs(np.random.default_rng(2), 64, np.float32, n=0)
     got, _ = run_cuda(dev, x, np.float16)
     assert got.shape == (0, 64)
+
+
+# --------------------------------------------------------------------------------------------------
+# CudaStitch: numpy in, the kernel on the device, numpy out
+
+
+def test_select_stitch_cuda_takes_the_device_here(lib):
+    choice = select_stitch("cuda")
+    assert choice.name == "cuda" and isinstance(choice.stitch, CudaStitch) and choice.note is None
+
+
+@pytest.mark.parametrize("dim", [3584, 129], ids=["9b", "odd-unaligned"])
+@pytest.mark.parametrize(
+    "in_dtype,out_dtype",
+    [(np.float32, np.float32), (np.float32, np.float16), (np.float16, np.float32), (np.float16, np.float16)],
+)
+def test_host_to_device_stitch_matches_numpy(lib, dim, in_dtype, out_dtype):
+    x = random_inputs(np.random.default_rng(dim + 1), dim, in_dtype)
+    assert_matches(CudaStitch(lib)(x, out_dtype), stitch_numpy(x, out_dtype))
+
+
+def test_host_to_device_stitch_on_a_preset_plan_with_a_large_vocabulary(lib):
+    cfg = preset_config("tiny")
+    video = tl.VideoTimeline(tl.sample_frame_indices(100, 4), 10.0, 100, 4)
+    plan = layout(
+        [TextItem([1]), VideoItem(video, tl.audio_timeline(16000 * 10, cfg)), TextItem([2, 40_000])],
+        cfg,
+        lambda s: [10] if s == "\n" else [11],
+    )
+    rng = np.random.default_rng(3)
+    d = cfg.hidden_size
+    rows = {k: max(plan.bank_rows.get(k, 0), 1) for k in (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE)}
+    banks = {k: rng.standard_normal((n, d)).astype(np.float16) for k, n in rows.items()}
+    tables = {
+        Kind.VIDEO: crte.rotation_table(cfg.video_encoder.time),
+        Kind.AUDIO: crte.rotation_table(cfg.sound_encoder.time),
+        Kind.IMAGE: None,
+    }
+    # 50000 text rows, of which the plan reads a handful: only those are copied to the device
+    x = StitchInputs(plan, rng.standard_normal((50_000, d)).astype(np.float16), banks, tables)
+    assert_matches(CudaStitch(lib)(x, np.float16), stitch_numpy(x, np.float16))
+
+
+def test_host_to_device_stitch_refuses_a_bad_src_on_the_host(lib):
+    x = random_inputs(np.random.default_rng(4), 64, np.float32, n=50)
+    src = x.plan.src.copy()
+    src[int(np.flatnonzero(x.plan.kind == Kind.VIDEO)[0])] = 10_000
+    plan = Plan(x.plan.kind, src, x.plan.scale, x.plan.a, x.plan.b, x.plan.time, [])
+    with pytest.raises(IndexError):
+        CudaStitch(lib)(StitchInputs(plan, x.text_table, x.banks, x.tables), np.float32)

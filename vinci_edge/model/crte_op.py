@@ -3,16 +3,17 @@
     crte_stitch(text_table, banks=[video, audio, image], kind, src, scale, a, b,
                 freqs_a=[video, audio, image], freqs_b=[...], out_dtype, num_threads=0) -> (n, D)
 
-The same operation as `vinci_edge.runtime.stitch.stitch_numpy` (see cpp_ext/crte_capi.h): position p
+The same operation as `vinci_edge.stitch.stitch_numpy` (see cpp_ext/crte_capi.h): position p
 takes row src[p] of its kind's source (kind 0 = the text embedding table) and, when that kind's
 frequency tables are non-empty, rotates its first len(freqs_a) + len(freqs_b) channels by CRTE.
 
 Where it runs:
-- CPU tensors in float32 / float16 -> the native C++ kernel (libvinci_crte.so through ctypes on the
-  tensors' data pointers: no copy, no Python headers, works with any torch build);
+- CPU tensors in float32 / float16 -> the native C++ kernel (libvinci_crte.so through
+  `vinci_edge.stitch.library` on the tensors' data pointers: no copy, no Python headers, works with
+  any torch build);
 - CUDA tensors, when the library has its CUDA part -> the CUDA kernel on torch's current stream;
 - anything else (bfloat16 models, no native library) -> torch in float64, the reference's own
-  arithmetic (`vinci_edge.model.omnivinci.rotate`). So the op always works; `native_available()` says
+  arithmetic (`vinci_edge.model.crte_torch`). So the op always works; `native_available()` says
   whether it is the fast path.
 
 A fake (meta) implementation is registered, so the op traces under torch.compile / torch.export.
@@ -24,37 +25,44 @@ import numpy as np
 import torch
 
 from vinci_edge import crte
-from vinci_edge.kinds import Kind
-from vinci_edge.model.omnivinci import rotate_by_angles
-from vinci_edge.plan import Plan
-from vinci_edge.runtime import native_stitch as ns
+from vinci_edge.kinds import MEDIA_KINDS, Kind
+from vinci_edge.model.crte_torch import rotate_by_angles
+from vinci_edge.stitch import library as native
+from vinci_edge.stitch.inputs import PlanColumns, StitchPlan
 
 OP_NAME = "vinci_edge::crte_stitch"
-MEDIA_KINDS = (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE)
-_DTYPES = {torch.float32: ns.F32, torch.float16: ns.F16}
+_DTYPES = {torch.float32: native.F32, torch.float16: native.F16}
 
 
 def native_available(device: str = "cpu") -> bool:
     """Whether the op runs the native kernel for float32/float16 tensors on `device` ("cpu"/"cuda")."""
-    lib = ns.load_library()
+    lib = native.load_library()
     if lib is None:
         return False
     return device == "cpu" or (lib.has_cuda and lib.cuda_device_count() > 0)
 
 
-def _fill_source(s: ns.Source, t: torch.Tensor, fa: torch.Tensor | None, fb: torch.Tensor | None) -> None:
-    s.data = t.data_ptr() if t.numel() else None
-    s.rows = t.shape[0]
-    s.row_stride = t.shape[1]
-    s.dtype = _DTYPES[t.dtype]
-    if fa is not None and fa.numel():
-        s.len_a, s.freqs_a = fa.numel(), fa.data_ptr()
-    if fb is not None and fb.numel():
-        s.len_b, s.freqs_b = fb.numel(), fb.data_ptr()
+def _address(t: torch.Tensor | None) -> tuple[int, int]:
+    """(data pointer, element count) of a tensor; (0, 0) for None or an empty one."""
+    return (t.data_ptr(), t.numel()) if t is not None and t.numel() else (0, 0)
+
+
+def _fill_source(s: native.Source, t: torch.Tensor, fa: torch.Tensor | None, fb: torch.Tensor | None) -> None:
+    (fa_ptr, len_a), (fb_ptr, len_b) = _address(fa), _address(fb)
+    s.assign(
+        _address(t)[0],
+        t.shape[0],
+        t.shape[1],
+        _DTYPES[t.dtype],
+        freqs_a=fa_ptr,
+        len_a=len_a,
+        freqs_b=fb_ptr,
+        len_b=len_b,
+    )
 
 
 def _stitch_native(
-    lib: ns.NativeLibrary,
+    lib: native.NativeLibrary,
     sources: list[torch.Tensor],
     cols: list[torch.Tensor],
     freqs_a: list[torch.Tensor],
@@ -62,13 +70,13 @@ def _stitch_native(
     out: torch.Tensor,
     num_threads: int,
 ) -> None:
-    arr = ns._SourceArray()
+    arr = native.sources_array()
     for k, t in enumerate(sources):
         if t.shape[0]:
             fa = freqs_a[k - 1] if k else None
             fb = freqs_b[k - 1] if k else None
             _fill_source(arr[k], t, fa, fb)
-    plan = ns.PlanArrays(*(c.data_ptr() for c in cols), out.shape[0])
+    plan = native.PlanArrays(*(c.data_ptr() for c in cols), out.shape[0])
     dim, code = out.shape[1], _DTYPES[out.dtype]
     if out.device.type == "cuda":
         stream = torch.cuda.current_stream(out.device).cuda_stream
@@ -88,7 +96,7 @@ def _stitch_reference(
     freqs_b: list[torch.Tensor],
     out: torch.Tensor,
 ) -> None:
-    """torch float64, as `OmniVinciModel.stitch` / `omnivinci.rotate` compute it."""
+    """torch float64, as `OmniVinciModel.stitch` / `crte_torch.rotate` compute it."""
     for k, table in enumerate(sources):
         sel = kind == k
         if not bool(sel.any()):
@@ -124,7 +132,7 @@ def crte_stitch(
     for t in banks:
         if t.numel() and (t.dim() != 2 or t.shape[1] != dim):
             raise ValueError(f"every bank must be (rows, {dim}), got {tuple(t.shape)}")
-    if bool(((kind < 0) | (kind >= ns.NUM_KINDS)).any()):
+    if bool(((kind < 0) | (kind >= native.NUM_KINDS)).any()):
         raise ValueError("a plan kind is outside 0..3")
     device = text_table.device
     sources = [text_table.contiguous(), *(t.to(device).contiguous() for t in banks)]
@@ -138,7 +146,7 @@ def crte_stitch(
     out = torch.empty(kind.shape[0], dim, dtype=out_dtype, device=device)
     if out.shape[0] == 0:
         return out
-    lib = ns.load_library()
+    lib = native.load_library()
     fast = (
         lib is not None
         and out_dtype in _DTYPES
@@ -166,7 +174,7 @@ def _freqs(table: crte.RotationTable | None) -> tuple[torch.Tensor, torch.Tensor
 
 
 def stitch(
-    plan: Plan,
+    plan: PlanColumns,
     text_table: torch.Tensor,
     banks: dict[int, torch.Tensor],
     tables: dict[int, crte.RotationTable | None],
@@ -195,16 +203,15 @@ def stitch(
 def rotate(
     x: torch.Tensor, table: crte.RotationTable, scale: np.ndarray, a: np.ndarray, b: np.ndarray
 ) -> torch.Tensor:
-    """`vinci_edge.model.omnivinci.rotate` through the op: rotate every row of x (n, D), returned in
+    """`vinci_edge.model.crte_torch.rotate` through the op: rotate every row of x (n, D), returned in
     x's dtype (float32 / float16 on the native kernel; other dtypes in torch float64)."""
     n = x.shape[0]
-    plan = Plan(
+    plan = StitchPlan(
         kind=np.full(n, Kind.VIDEO, np.int8),
         src=np.arange(n, dtype=np.int64),
         scale=np.asarray(scale, np.float64),
         a=np.asarray(a, np.float64),
         b=np.asarray(b, np.float64),
-        time=np.full(n, np.nan),
     )
     text = x.new_zeros((0, x.shape[1]))
     return stitch(plan, text, {Kind.VIDEO: x}, {Kind.VIDEO: table}, x.dtype)

@@ -15,7 +15,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 from vinci_edge import crte
 from vinci_edge.config import OmniVinciConfig
 from vinci_edge.kinds import Kind
+from vinci_edge.model import crte_op
 from vinci_edge.model.audio import SoundProjector, SoundTower
+from vinci_edge.model.crte_torch import rotate
 from vinci_edge.model.vision import (
     MMProjector,
     VisionTower,
@@ -96,8 +98,6 @@ class OmniVinciModel(nn.Module):
         (`vinci_edge.model.crte_op`); by default the reference keeps its own torch arithmetic, so
         it stays an independent check of the kernel."""
         if self.use_native_stitch:
-            from vinci_edge.model import crte_op
-
             return crte_op.stitch(
                 plan, self.llm.get_input_embeddings().weight, banks, self.tables, self.dtype
             )
@@ -130,26 +130,3 @@ class OmniVinciModel(nn.Module):
     def step(self, token: int, cache: DynamicCache) -> torch.Tensor:
         out = self.llm(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True)
         return out.logits[0, -1].float()
-
-
-def rotate(
-    x: torch.Tensor, table: crte.RotationTable, scale: np.ndarray, a: np.ndarray, b: np.ndarray
-) -> torch.Tensor:
-    """CRTE in torch float64 (see `vinci_edge.crte` for the formula)."""
-    ang_a = torch.from_numpy(scale * a)[:, None] * torch.from_numpy(table.freqs_a)[None]
-    if table.freqs_b.size:
-        ang_b = torch.from_numpy(scale * b)[:, None] * torch.from_numpy(table.freqs_b)[None]
-        ang = torch.cat([ang_a, ang_b], dim=1)
-    else:
-        ang = ang_a
-    return rotate_by_angles(x, ang)
-
-
-def rotate_by_angles(x: torch.Tensor, ang: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ang.shape[1] channels of x in adjacent pairs by `ang` (rows x channels, the
-    angle repeated for both channels of a pair); the rest pass through."""
-    rot = ang.shape[1]
-    head = x[:, :rot]
-    pairs = head.reshape(head.shape[0], -1, 2)
-    half = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).reshape(head.shape)
-    return torch.cat([head * ang.cos() + half * ang.sin(), x[:, rot:]], dim=1)

@@ -33,18 +33,8 @@ from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.runtime.decoder import OrtDecoder
 from vinci_edge.runtime.engine import Engine
 from vinci_edge.runtime.stages import EngineStages
-from vinci_edge.runtime.stitch import StitchInputs
+from vinci_edge.stitch import StitchInputs, select_stitch
 from vinci_edge.text.tokenizer import TextTokenizer
-
-
-def _select_stitch(prefer: str | None, threads: int) -> tuple[str, Callable[..., np.ndarray]]:
-    """The fastest stitch for numpy inputs: the C++ kernel when built, else numpy. (The CUDA kernel
-    takes device buffers; it is used once stages hand over device memory.)"""
-    from vinci_edge.runtime.stitch_select import select_stitch
-
-    if prefer == "cuda":
-        prefer = None
-    return select_stitch(prefer, num_threads=threads)
 
 
 class Pipeline:
@@ -72,7 +62,9 @@ class Pipeline:
             engine, self.text_table, provider, stage_providers, threads, context, lambda: self.load_metrics
         )
         self.cache = EncodedCache(cache_chunks)
-        self.stitch_name, self._stitch = _select_stitch(stitch, threads)
+        # stitch: None (the fastest CPU kernel), "cuda", "cpp" or "numpy"; a fallback's note joins the
+        # answer's warnings
+        self.stitch_name, self._stitch, self.stitch_note = select_stitch(stitch, num_threads=threads)
         self.tables = crte.rotation_tables(self.cfg)
 
     @classmethod
@@ -154,7 +146,7 @@ class Pipeline:
             prompt_tokens=len(prompt.plan),
             metrics=metrics,
             backend="onnxruntime",
-            warnings=prompt.warnings + warnings,
+            warnings=prompt.warnings + ([self.stitch_note] if self.stitch_note else []) + warnings,
             plan=prompt.plan.counts(),
             extra={
                 "media": prompt.media_info,

@@ -1,41 +1,31 @@
-"""Stitch: the plan's gather + CRTE in one place -> `inputs_embeds` (S x D) for the decoder.
+"""The stitch in numpy: the reference every native implementation must reproduce.
 
     out[p] = text_table[src[p]]                                  kind TEXT
     out[p] = rotate(bank[kind][src[p]], table[kind], scale/a/b)  kind VIDEO / AUDIO (CRTE)
     out[p] = bank[IMAGE][src[p]]                                 kind IMAGE
 
-This numpy version is the reference the fused C++/CUDA kernel (cpp_ext) must match; the runtime picks
-the fastest implementation present and reports which one it used.
+Four passes over S x D (gather, widen to float64, rotate, narrow) where the C++/CUDA kernel makes one;
+kept because it is short enough to be obviously right.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from numpy.typing import DTypeLike
 
 from vinci_edge import crte
-from vinci_edge.kinds import Kind
-from vinci_edge.plan import Plan
+from vinci_edge.kinds import MEDIA_KINDS, Kind
+from vinci_edge.stitch.inputs import StitchInputs
 
 
-@dataclass(frozen=True)
-class StitchInputs:
-    """Everything a stitch implementation reads. `banks[k]` is (rows, D) for k in VIDEO/AUDIO/IMAGE."""
-
-    plan: Plan
-    text_table: np.ndarray  # (vocab, D)
-    banks: dict[int, np.ndarray]
-    tables: dict[int, crte.RotationTable | None]
-
-
-def stitch_numpy(x: StitchInputs, out_dtype: np.dtype = np.float32) -> np.ndarray:
+def stitch_numpy(x: StitchInputs, out_dtype: DTypeLike = np.float32) -> np.ndarray:
+    """inputs_embeds (len(plan), D) in `out_dtype`; CRTE in float64, rounded once."""
     plan = x.plan
     d = x.text_table.shape[1]
     out = np.empty((len(plan), d), dtype=out_dtype)
     text = plan.kind == Kind.TEXT
     out[text] = x.text_table[plan.src[text]]
-    for k in (Kind.VIDEO, Kind.AUDIO, Kind.IMAGE):
+    for k in MEDIA_KINDS:
         sel = plan.kind == k
         if not sel.any():
             continue
