@@ -24,9 +24,9 @@ The LLM:
                    a 95 % interval for the change against fp32, from the paired per-token NLL
                    differences (same tokens, same contexts) by batch means over runs of BATCH_TOKENS
                    consecutive tokens (neighbouring tokens' errors are correlated, so a per-token
-                   standard error would be too narrow). Why it matters: on SmolLM2 a single
-                   256-token window put INT4 at +3 %, 2 windows of 512 tokens (the default) at
-                   +20 % (95 %: +13 to +29).
+                   standard error would be too narrow). Why: a single short window's figure moves
+                   by several percent with where it starts (see docs/quantization.md, 'Why 1022
+                   tokens and an interval').
   top1_agreement   fraction of window positions where the variant's argmax equals fp32's
   answers          greedy answers of `answer_tokens` tokens (EOS ignored, so every answer has the
                    same length) to real prompts through Pipeline.ask, prefill included:

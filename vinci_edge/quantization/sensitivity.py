@@ -11,11 +11,11 @@
          end of its paired 95 % interval (accuracy.change_interval) - or no kind is left that helps
 
 The cost is (2 + kinds + steps) passes over the window of a Q/DQ graph at ONNX Runtime's basic
-level: on SmolLM2 at 256 tokens about 50 s each on 2 cores. The window is a trade: on SmolLM2 a
-256-token window moves a perplexity change by several percent against a 1000-token one (the
-accuracy report's default): judged by its point estimate, the sweep kept nothing for SmolLM2's
-INT8 + SmoothQuant (+1.6 % on its window, +4.6 % over 1022 tokens of GPL-3), hence the interval.
-The choice is still a first guess, re-measured by `quant-report`.
+level, hence a short window. The window is a trade: a 256-token window moves a perplexity change
+by several percent against a 1000-token one (the accuracy report's default), so the choice is
+judged by the interval, not the point estimate, which kept nothing for SmolLM2's INT8 +
+SmoothQuant (see docs/quantization.md, '`--keep-fp32 auto`'). The choice is still a first guess,
+re-measured by `quant-report`.
 Kinds rather than single layers: a kind is what the user can name with `--keep-fp32` and what the
 manifest reports, and four candidates keep the sweep cheap; the per-kind numbers go in the manifest
 (`details.sensitivity`) so a user sees what each kind costs and can overrule the choice.
