@@ -418,15 +418,16 @@ def test_keep_fp32_auto_sweeps_and_keeps_what_it_chose(tiny_engine, calib, tmp_p
         lo, hi = t["ci95_pct"]
         assert lo <= t["change_pct"] <= hi
     # the sweep's fp32 figure is the runtime's teacher-forced perplexity of its window
-    from vinci_edge.quantization import accuracy as acc
+    from vinci_edge.quantization.accuracy.stats import perplexity
+    from vinci_edge.quantization.accuracy.teacher_forcing import teacher_forced_logits
     from vinci_edge.quantization.sensitivity import sweep_window
     from vinci_edge.runtime.pipeline import Pipeline
 
     sources = manifest["precision"]["decoder"]["calibration"]
     window = sweep_window(tiny_engine, sources["texts"], sources["seed"])
     assert len(window) == sweep["window_tokens"]
-    logits = acc.teacher_forced_logits(Pipeline.from_engine(tiny_engine), window, "fp32", lambda s: None)
-    assert sweep["fp32_perplexity"] == pytest.approx(acc.perplexity(logits, np.asarray(window[1:])), rel=1e-3)
+    logits = teacher_forced_logits(Pipeline.from_engine(tiny_engine), window, "fp32", lambda s: None)
+    assert sweep["fp32_perplexity"] == pytest.approx(perplexity(logits, np.asarray(window[1:])), rel=1e-3)
     chosen = tuple(sweep["chosen"])
     assert details["kept_fp32"] == list(chosen) and chosen in trials
     # judged by the interval's upper end, not the point estimate
