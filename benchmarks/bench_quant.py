@@ -236,7 +236,9 @@ def speed_markdown(s: dict) -> str:
 
 
 def accuracy(names: list[str], tokens: int, windows: int, answer_tokens: int) -> dict:
-    from vinci_edge.quantization.accuracy import AccuracySettings, failed_entry, measure
+    from vinci_edge.quantization.accuracy.measure import measure
+    from vinci_edge.quantization.accuracy.record import failed_entry
+    from vinci_edge.quantization.accuracy.settings import AccuracySettings
     from vinci_edge.quantization.report import markdown, write_report
 
     engines = built(names)
@@ -256,7 +258,8 @@ def accuracy(names: list[str], tokens: int, windows: int, answer_tokens: int) ->
 
 def nano_towers() -> dict:
     """The nano preset's towers (random weights) at static INT8 and dynamic INT8, towers only."""
-    from vinci_edge.quantization.accuracy import AccuracySettings, measure
+    from vinci_edge.quantization.accuracy.measure import measure
+    from vinci_edge.quantization.accuracy.settings import AccuracySettings
     from vinci_edge.quantization.quantize import quantize_engine
     from vinci_edge.quantization.report import markdown, write_report
 

@@ -15,7 +15,13 @@ import pytest
 
 from vinci_edge.cli import run as cli_run
 from vinci_edge.errors import ConfigError, EngineError, MediaError
-from vinci_edge.quantization import accuracy as acc
+from vinci_edge.quantization.accuracy.engines import check_engines
+from vinci_edge.quantization.accuracy.inputs import text_windows
+from vinci_edge.quantization.accuracy.measure import measure
+from vinci_edge.quantization.accuracy.record import failed_entry
+from vinci_edge.quantization.accuracy.settings import AccuracySettings, read_text
+from vinci_edge.quantization.accuracy.stats import agreement, change_interval, compare, perplexity
+from vinci_edge.quantization.accuracy.teacher_forcing import teacher_forced_logits
 from vinci_edge.quantization.report import markdown, svg_plot, write_report
 
 TOKENS = 48
@@ -60,8 +66,8 @@ def int4_engine(tiny_engine, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def settings(clip, wav, image) -> acc.AccuracySettings:
-    return acc.AccuracySettings(
+def settings(clip, wav, image) -> AccuracySettings:
+    return AccuracySettings(
         text_tokens=TOKENS,
         text_windows=2,
         answer_tokens=ANSWER_TOKENS,
@@ -76,7 +82,7 @@ def settings(clip, wav, image) -> acc.AccuracySettings:
 def report(tiny_engine, int4_engine, settings) -> dict:
     """fp32 against itself (the control) and against int4, in one measurement."""
     lines: list[str] = []
-    out = acc.measure(tiny_engine, [tiny_engine, int4_engine], settings, lines.append, names=["same", "int4"])
+    out = measure(tiny_engine, [tiny_engine, int4_engine], settings, lines.append, names=["same", "int4"])
     assert any("perplexity window" in s for s in lines)  # progress is reported
     return out
 
@@ -134,8 +140,8 @@ def _runtime_and_torch_logits(ckpt: Path, engine: Path, text: Path, tokens: int,
     pipe = Pipeline.from_engine(engine)
     model = load_model(ckpt)
     runtime, ref, targets = [], [], []
-    for window in acc.text_windows(pipe.tokenizer, acc.read_text(text), tokens, windows, 0):
-        runtime.append(acc.teacher_forced_logits(pipe, window, "fp32", lambda s: None))
+    for window in text_windows(pipe.tokenizer, read_text(text), tokens, windows, 0):
+        runtime.append(teacher_forced_logits(pipe, window, "fp32", lambda s: None))
         with torch.inference_mode():
             ids = torch.tensor([window])
             ref.append(model.llm(inputs_embeds=model.embed_tokens(ids)).logits[0, :-1].float().numpy())
@@ -150,7 +156,7 @@ def test_runtime_perplexity_equals_the_reference_model(tiny_ckpt, tiny_engine, r
     targets, runtime, ref = _runtime_and_torch_logits(tiny_ckpt, tiny_engine, text, TOKENS, windows=2)
     # Position by position (an off-by-one in the teacher forcing would fail here, not only on average).
     np.testing.assert_allclose(runtime, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
-    torch_ppl = acc.perplexity(ref, targets)
+    torch_ppl = perplexity(ref, targets)
     # fp32 kernels differ in summation order: 1e-4 relative is ~100x the differences seen.
     assert report["fp32"]["perplexity"] == pytest.approx(torch_ppl, rel=1e-4)
 
@@ -161,7 +167,7 @@ def test_runtime_perplexity_of_smollm2_equals_the_reference_model(smol_ckpt, smo
     text = settings.resolved().text
     targets, runtime, ref = _runtime_and_torch_logits(smol_ckpt, smol_engine, text, 64)
     np.testing.assert_allclose(runtime, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
-    runtime_ppl, torch_ppl = acc.perplexity(runtime, targets), acc.perplexity(ref, targets)
+    runtime_ppl, torch_ppl = perplexity(runtime, targets), perplexity(ref, targets)
     assert runtime_ppl == pytest.approx(torch_ppl, rel=1e-4)
     assert runtime_ppl < 100
 
@@ -169,19 +175,19 @@ def test_runtime_perplexity_of_smollm2_equals_the_reference_model(smol_ckpt, smo
 def test_compare_definitions():
     f = np.array([[1.0, 0.0], [0.0, 2.0]])
     q = np.array([[1.0, 0.0], [0.0, 2.5]])
-    got = acc.compare(f, q)
+    got = compare(f, q)
     assert got["cosine"] == pytest.approx(1.0)
     assert got["max_rel_err"] == pytest.approx(0.5 / 2.0)
     assert got["rel_l2"] == pytest.approx(0.5 / np.sqrt(5.0))
-    flipped = acc.compare(f, -f)
+    flipped = compare(f, -f)
     assert flipped["cosine"] == pytest.approx(-1.0)
-    assert acc.agreement([1, 2, 3, 4], [1, 2, 9, 4]) == {
+    assert agreement([1, 2, 3, 4], [1, 2, 9, 4]) == {
         "prefix_agreement": 0.5,
         "token_agreement": 0.75,
         "first_divergence": 2,
     }
     # Uniform logits over V tokens: perplexity V.
-    assert acc.perplexity(np.zeros((3, 7)), np.array([0, 3, 6])) == pytest.approx(7.0)
+    assert perplexity(np.zeros((3, 7)), np.array([0, 3, 6])) == pytest.approx(7.0)
 
 
 def test_report_files(report, tmp_path):
@@ -215,7 +221,7 @@ def test_report_files(report, tmp_path):
 
 
 def test_failed_variant_is_listed_with_its_error(report):
-    broken = {**report, "variants": [acc.failed_entry("awq", "/x", "int4-awq", "ModelOpt missing")]}
+    broken = {**report, "variants": [failed_entry("awq", "/x", "int4-awq", "ModelOpt missing")]}
     assert set(broken["variants"][0]) == VARIANT_KEYS
     md = markdown(broken)
     assert "| **awq** | int4-awq |" in md and "not measured: ModelOpt missing" in md
@@ -223,8 +229,8 @@ def test_failed_variant_is_listed_with_its_error(report):
 
 
 def test_towers_only(tiny_engine, int4_engine, settings):
-    s = acc.AccuracySettings(**{**settings.__dict__, "decoder": False})
-    out = acc.measure(tiny_engine, [int4_engine], s)
+    s = AccuracySettings(**{**settings.__dict__, "decoder": False})
+    out = measure(tiny_engine, [int4_engine], s)
     v = out["variants"][0]
     assert out["fp32"]["perplexity"] is None and v["llm"] is None and v["goal"] is None
     assert "cosine" not in v["stages"]["decoder"] and "cosine" in v["stages"]["vision"]
@@ -266,26 +272,26 @@ def test_cli_refuses_a_quantized_reference(tiny_engine, int4_engine, tmp_path, c
     assert "is a quantized engine" in capsys.readouterr().err
     assert not out.exists()  # refused before anything was written
     with pytest.raises(EngineError, match="is a quantized engine"):
-        acc.check_engines(int4_engine, [tiny_engine])
+        check_engines(int4_engine, [tiny_engine])
 
 
 def test_unreadable_text_is_refused_before_any_work(tiny_engine, int4_engine, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe not utf-8 \x80" * 10)
     with pytest.raises(MediaError, match="UTF-8"):
-        acc.measure(tiny_engine, [int4_engine], acc.AccuracySettings(text=bad))
+        measure(tiny_engine, [int4_engine], AccuracySettings(text=bad))
     with pytest.raises(MediaError, match="does not exist"):
-        acc.measure(tiny_engine, [int4_engine], acc.AccuracySettings(text=tmp_path / "none.txt"))
+        measure(tiny_engine, [int4_engine], AccuracySettings(text=tmp_path / "none.txt"))
 
 
 def test_change_interval_is_paired_and_widens_with_noise():
     rng = np.random.default_rng(0)
     ref = rng.uniform(1.0, 5.0, 640)
-    assert acc.change_interval(ref, ref) == [0.0, 0.0]
-    shifted = acc.change_interval(ref, ref + 0.1)  # the same change on every token: no spread
+    assert change_interval(ref, ref) == [0.0, 0.0]
+    shifted = change_interval(ref, ref + 0.1)  # the same change on every token: no spread
     assert shifted == pytest.approx([100 * (np.exp(0.1) - 1)] * 2)
-    quiet = acc.change_interval(ref, ref + 0.1 + rng.normal(0, 0.1, 640))
-    noisy = acc.change_interval(ref, ref + 0.1 + rng.normal(0, 1.0, 640))
+    quiet = change_interval(ref, ref + 0.1 + rng.normal(0, 0.1, 640))
+    noisy = change_interval(ref, ref + 0.1 + rng.normal(0, 1.0, 640))
     for lo, hi in (quiet, noisy):
         assert lo < 100 * (np.exp(0.1) - 1) < hi
     assert noisy[1] - noisy[0] > 5 * (quiet[1] - quiet[0])
@@ -298,10 +304,10 @@ def test_windows_need_enough_text(tiny_engine, settings):
     tok = TextTokenizer.from_folder(Engine.load(tiny_engine).tokenizer_dir)
     text = "The quick brown fox jumps over the lazy dog. " * 20
     n = len(tok.encode(text))
-    windows = acc.text_windows(tok, text, 16, 3, 5)
+    windows = text_windows(tok, text, 16, 3, 5)
     assert [len(w) for w in windows] == [16, 16, 16]
     assert sum(windows, []) == tok.encode(text)[5 : 5 + 48]  # consecutive, no gap, no overlap
     with pytest.raises(MediaError, match=f"the text has {n} tokens"):
-        acc.text_windows(tok, text, n, 2, 0)
+        text_windows(tok, text, n, 2, 0)
     with pytest.raises(ConfigError, match="--windows 0"):
-        acc.AccuracySettings(**{**settings.__dict__, "text_windows": 0}).resolved()
+        AccuracySettings(**{**settings.__dict__, "text_windows": 0}).resolved()

@@ -42,7 +42,7 @@ DEBIAN_CLIPS = (
     Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi"),
 )
 LICENSES = Path("/usr/share/common-licenses")
-# Perplexity is measured on GPL-3 (see accuracy.py); the default calibration text leaves it out so
+# Perplexity is measured on GPL-3 (see accuracy/settings.py); the default calibration text leaves it out so
 # the accuracy numbers are not measured on the calibration data.
 EVAL_TEXT = LICENSES / "GPL-3"
 MIN_WORDS = 16  # a text file shorter than this is not a calibration text

@@ -3,8 +3,9 @@
 Each block of `block` input channels of an output channel is stored as `w = d * q + m`: 16 levels
 q = 0..15 spanning the block's min m and max M (d = (M - m) / 15). MatMulNBits only takes an
 *integer* zero point z (w = d * (q - z)), so m = -d * z cannot be hit in general: rounding z moves
-every weight of the block by up to d / 2 - which is what `int4` used to do, re-rounding weights that
-were already on a 4-bit grid (SmolLM2's checkpoint is a Q4_1 GGUF: +20 % perplexity).
+every weight of the block by up to d / 2, which re-rounds weights that were already on a 4-bit grid
+(a checkpoint dequantized from Q4_1, such as SmolLM2's; see docs/quantization.md, 'INT4 with a
+float minimum').
 
 Split z = zi + f (zi the nearest integer in 0..15, f the remainder). Then, for an input x,
 
@@ -21,18 +22,14 @@ with the c's themselves 4-bit blocks (their error is ~1/15 of the shift they rem
 llama.cpp's Q4_1 kernels work too (the block sums of the activations carry the minimum). The block
 sums are computed once per distinct input (the decoder's q/k/v and gate/up projections share
 theirs). Where K is not whole blocks, or x's rank cannot be read from the graph, a 0/1 matrix
-does the summing instead (x @ Bsum, zero columns completing x's last block).
-
-Cost, measured on SmolLM2's decoder (2 threads, position 300, the engines A/B in one process):
-with x @ Bsum, 9.2 ms a step against 8.4 ms with integer zero points (+10 %: 240 small nodes and
-+K/block columns per layer); Reshape + ReduceSum takes 2-11 % off that step (five A/B runs,
-median 4 %: the small MatMuls cost more than a view and a sum). Computing the sums with a 4-bit
-MatMulNBits instead was 8 % slower than x @ Bsum.
+does the summing instead (x @ Bsum, zero columns completing x's last block). Reshape + ReduceSum
+is preferred where it applies because a view and a sum cost less than the small MatMuls (the
+A/B timings are in docs/quantization.md, 'INT4 with a float minimum').
 
 On weights that are NOT on such a grid (a bf16 checkpoint) this is round-to-nearest with a float
-minimum - Q4_1's quality. On a real trained ViT-S (benchmarks/bench_int4_real_weights.py) its
-weight error is only a little below integer zero points' (8.2 against 8.5 %), its output error
-2.3x lower (8.4 against 19.6 %): an integer zero point shifts a whole block coherently.
+minimum - Q4_1's quality. It still beats an integer zero point, which shifts a whole block
+coherently: 2.3x lower output error on a trained ViT-S (see docs/quantization.md, 'INT4 on
+trained weights that are not 4-bit already').
 """
 
 from __future__ import annotations

@@ -4,41 +4,32 @@
 weights in blocks of 32 input channels, each block with its own scale and a *float* minimum (GGUF's
 Q4_1; float_min.py explains how a float minimum runs on a kernel that takes integer zero points).
 `accuracy_level=4` lets the CPU kernel quantize the activations to int8 per block and use integer
-dot products - measured 25x faster than the fp32-compute path for the 8-bit head, at no measurable
-accuracy cost.
+dot products: far faster than the fp32-compute path (25x for the 8-bit head) at no measurable
+accuracy cost (see docs/quantization.md, 'INT4: the LM head, the accuracy level and AWQ').
 
 The output head stays at 8 bits by default (MatMulNBits bits=8, symmetric, same blocks), as GGUF's
 Q4 files keep it; the head is found as the MatMul producing `logits`. `--head-bits 4` stores it as
-4-bit float-minimum blocks like the other layers, for speed: on SmolLM2 (whose head is Q8_0, so
-this re-rounds it) +2.9 % perplexity (95 %: +0.6 to +5.2) instead of -0.2 % and top-1 agreement
-0.84 instead of 0.96, for a decode step 4-6 % faster (A/B in one process; 3.06x against 2.78x
-fp32 in one pipeline benchmark run; the head is 28 M of the model's 135 M weights).
+4-bit float-minimum blocks like the other layers: a faster decode step for some perplexity and
+top-1 agreement (same section of docs/quantization.md).
 No calibration: round-to-nearest (block min/max).
 
-SmolLM2's "fp32" weights are themselves quantized: the checkpoint is dequantized from a GGUF whose
-linear layers are Q4_1 (every weight lies exactly on 16 levels per block of 32 input channels,
-from the block's min to its max) and whose head is Q8_0 (symmetric 8-bit blocks of 32). `int4`
-stores exactly those grids, so on SmolLM2 it reproduces the checkpoint up to the int8 activations
-and the 4-bit correction coefficients: -0.2 % perplexity (95 %: -0.9 to +0.6) over 1022 tokens of
-GPL-3. That measures no rounding loss at all - what INT4 costs a bf16 checkpoint (OmniVinci's) is
-not measured here. With integer zero points (ONNX Runtime's quantizer, `int4` until 2026-11) the
-same weights were re-rounded onto a shifted grid: +20 % (95 %: +13 to +29); symmetric blocks +38 %
-(over 1022 tokens from token 256).
+Why a float minimum: SmolLM2's "fp32" weights are themselves quantized - the checkpoint is
+dequantized from a GGUF whose linear layers are Q4_1 (every weight lies exactly on 16 levels per
+block of 32 input channels, from the block's min to its max) and whose head is Q8_0 (symmetric
+8-bit blocks of 32). `int4` stores exactly those grids, so on SmolLM2 it reproduces the checkpoint
+up to the int8 activations and the 4-bit correction coefficients, where integer zero points or
+symmetric blocks re-round every weight onto another grid (see docs/quantization.md, 'INT4 with a
+float minimum'). On SmolLM2 its accuracy therefore measures no rounding loss at all.
 
 `int4-awq` (TensorRT): ModelOpt's INT4 AWQ - activation-aware per-channel scales searched on the
 calibration set (awq_lite), then 4-bit blocks behind a DequantizeLinear (opset 21), the head at 8 bits
 per channel (ModelOpt's `layers_8bit`). ONNX Runtime runs the DequantizeLinear + MatMul graph on
-the CPU, which is how its accuracy is measured here.
+the CPU, which is how its accuracy is measured here. TensorRT takes no zero points, so its
+symmetric blocks of 128 re-round a Q4_1 checkpoint much more coarsely than `int4`.
 
 ONNX Runtime's MatMulNBits also accepts float zero points, which would store Q4_1 directly - but
-its CPU kernel then dequantizes per call: 0.7-2.7 ms against 16-46 us for a 1536 x 576 layer
-(measured), slower than fp32; hence float_min.py's block sums.
-
-`int4-awq` on SmolLM2 (1022 tokens of GPL-3): +49 % (95 %: +38 to +62) - symmetric blocks of 128
-(TensorRT takes no zero points) re-round the Q4_1 weights much more coarsely than `int4`. Older
-figures from a single 300-token window: ModelOpt's plain round-to-nearest on the same symmetric
-blocks +58 %, AWQ +31 %: the scale search recovers much of the loss; blocks of 64 and 32 were no
-better (presumably the search on 4 x 239 positions is noisy; not verified with a larger set).
+its CPU kernel then dequantizes per call, slower than fp32 (see docs/quantization.md, 'INT4 with a
+float minimum'); hence float_min.py's block sums.
 
 awq_lite's scale search needs every linear layer's input on the calibration set. By default
 ModelOpt re-runs the whole graph once per layer and sample to get it: on SmolLM2's decoder

@@ -7,40 +7,28 @@ is where their accuracy is measured, not their speed. The LLM's per-tensor activ
 from its outlier channels; `--smoothquant ALPHA` smooths them first (smoothquant.py).
 
 The LM head stays fp32 in `int8` and `fp8` (as ModelOpt's own PyTorch recipes leave `*lm_head*`
-unquantized). Measured on SmolLM2-135M, decoder only, 4 calibration requests (default sources,
-seed 0), perplexity on GPL-3 (300 tokens from the start, token by token; fp32 20.93 - one window
-this short moves by several percent, so these only rank the large effects; docs/quantization.md
-has the 1022-token numbers with intervals):
+unquantized), and is not smoothed: a high alpha needs the head left out (on SmolLM2 a smoothed
+int8 head is what made alpha 0.8 collapse). Static per-tensor INT8 still misses the 2 % goal on
+that LLM: most of the loss is in the MLP down projections, whose input (silu(gate) * up) carries
+the massive activations of a few tokens; a per-tensor scale sized for them leaves the other tokens
+a handful of levels. SmoothQuant moves channel outliers, not token outliers, so it helps only part
+of the way; `--keep-fp32` leaves such layers in fp32. The measurements: docs/quantization.md,
+'Static INT8 and FP8: the LM head, SmoothQuant and the down projections'.
 
-    int8, head int8                     62.5      int8 + SmoothQuant 0.5, head int8     36.1
-    int8, head fp32 (the default)       61.7      int8 + SmoothQuant 0.5, head fp32     25.6
-    int8, head int8, down_proj fp32     24.3      int8 + SmoothQuant 0.8, head int8    114.8
-    int8 + SQ 0.5, head and down fp32   21.8      int8 + SmoothQuant 0.8, head fp32     22.9
-                                                  int8 + SmoothQuant 0.9, head fp32     28.6
-    fp8,  head fp8                      22.5      fp8,  head fp32 (the default)         21.5
-
-So static per-tensor INT8 misses the 2% goal on this LLM: most of the loss is in the MLP down
-projections, whose input (silu(gate) * up) carries the massive activations of a few tokens; a
-per-tensor scale sized for them leaves the other tokens a handful of levels. SmoothQuant moves
-channel outliers, not token outliers, so it helps only part of the way; a high alpha needs the
-head left out (a smoothed int8 head is what made 0.8 collapse), hence the head stays fp32 and is
-not smoothed.
-
-`int8-dynamic` (ONNX Runtime CPU), no calibration. Two methods, measured on SmolLM2-135M (GPL-3
-text, 300 tokens, fp32 perplexity 20.93):
+`int8-dynamic` (ONNX Runtime CPU), no calibration. Two methods (compared in docs/quantization.md,
+'Dynamic INT8: two methods'):
 
 - "matmulnbits" (the default): `MatMulNBits` with bits=8 - int8 weights in blocks of 32 input
   channels, and `accuracy_level=4`, which quantizes the activations to int8 at run time per row and
-  block and runs integer dot products. Perplexity 20.97 whether the tokens come one at a time
-  (decode) or 300 at once (prefill); decode speed about that of the next method.
+  block and runs integer dot products. Its accuracy is the same whether the tokens come one at a
+  time (decode) or all at once (prefill).
 - "matmul-integer": `onnxruntime.quantization.quantize_dynamic` (MatMul only, per-channel weights):
   DynamicQuantizeLinear + MatMulInteger, fused into DynamicQuantizeMatMul. Its activation scale is
   ONE per tensor, i.e. shared by every position of a prefill: the few positions with huge
-  activations (the chat template's first tokens) crush the others - perplexity 21.6 one token at a
-  time but 39.6 in a 300-token prefill, and wrong answers. Kept for comparison (benchmarks, report).
+  activations (the chat template's first tokens) crush the others, so a prefill loses much more
+  than decode does. Kept for comparison (benchmarks, report).
   It needs `reduce_range=True` (7-bit weights) on x86 without VNNI: ONNX Runtime's u8 x s8 kernel sums
-  pairs of products into int16 (vpmaddubsw), which saturates with full-range per-channel weights
-  (perplexity 1385 without it). Per-tensor weights instead of per-channel: +18% perplexity.
+  pairs of products into int16 (vpmaddubsw), which saturates with full-range per-channel weights.
 """
 
 from __future__ import annotations

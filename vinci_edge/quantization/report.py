@@ -1,6 +1,6 @@
 """The accuracy report's three files: accuracy.json, accuracy.md (the table) and accuracy.svg (a plot).
 
-The JSON is `accuracy.measure()`'s dict as is (keys documented in docs/quantization.md); the
+The JSON is `accuracy.measure.measure()`'s dict as is (keys documented in docs/quantization.md); the
 Markdown and the plot are views of it, so they never disagree with it. Every file is written to a
 temporary name and renamed: an interrupted run leaves the previous report, never half of one.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vinci_edge.profiling.svg import FONT, PALETTE, nice_ticks
-from vinci_edge.quantization.accuracy import TOWERS
+from vinci_edge.quantization.accuracy.inputs import TOWERS
 
 FILES = ("accuracy.json", "accuracy.md", "accuracy.svg")
 STAGE_ORDER = (*TOWERS, "decoder")

@@ -76,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quant_report(args: argparse.Namespace) -> int:
-    from vinci_edge.quantization.accuracy import AccuracySettings, measure
+    from vinci_edge.quantization.accuracy.measure import measure
+    from vinci_edge.quantization.accuracy.settings import AccuracySettings
     from vinci_edge.quantization.report import markdown, write_report
 
     settings = AccuracySettings(

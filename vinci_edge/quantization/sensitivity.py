@@ -8,14 +8,14 @@
          no re-calibration is needed)
       -> kinds kept greedily, the most helpful first, each step measured, until the perplexity
          change is within the budget (issue 4's goal, 2 %) beyond the window's noise - the upper
-         end of its paired 95 % interval (accuracy.change_interval) - or no kind is left that helps
+         end of its paired 95 % interval (accuracy/stats.py) - or no kind is left that helps
 
 The cost is (2 + kinds + steps) passes over the window of a Q/DQ graph at ONNX Runtime's basic
-level: on SmolLM2 at 256 tokens about 50 s each on 2 cores. The window is a trade: on SmolLM2 a
-256-token window moves a perplexity change by several percent against a 1000-token one (the
-accuracy report's default): judged by its point estimate, the sweep kept nothing for SmolLM2's
-INT8 + SmoothQuant (+1.6 % on its window, +4.6 % over 1022 tokens of GPL-3), hence the interval.
-The choice is still a first guess, re-measured by `quant-report`.
+level, hence a short window. The window is a trade: a 256-token window moves a perplexity change
+by several percent against a 1000-token one (the accuracy report's default), so the choice is
+judged by the interval, not the point estimate, which kept nothing for SmolLM2's INT8 +
+SmoothQuant (see docs/quantization.md, '`--keep-fp32 auto`'). The choice is still a first guess,
+re-measured by `quant-report`.
 Kinds rather than single layers: a kind is what the user can name with `--keep-fp32` and what the
 manifest reports, and four candidates keep the sweep cheap; the per-kind numbers go in the manifest
 (`details.sensitivity`) so a user sees what each kind costs and can overrule the choice.
@@ -59,7 +59,8 @@ def window_nll(
     path: Path, spec: dict[str, Any], table: np.ndarray, window: list[int], optimization: str
 ) -> np.ndarray:
     """Per-token NLL of `window` teacher-forced through the decoder graph at `path`."""
-    from vinci_edge.quantization.accuracy import decoder_logits, token_nll
+    from vinci_edge.quantization.accuracy.stats import token_nll
+    from vinci_edge.quantization.accuracy.teacher_forcing import decoder_logits
     from vinci_edge.runtime.backend import SessionSettings
     from vinci_edge.runtime.decoder import OrtDecoder
 
@@ -72,7 +73,7 @@ def choose_keep(
 ) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The layer kinds (keys of `kinds`: kind -> node-name suffix) to restore to fp32 in `qdq`, and
     the sweep's record for the manifest. `fp32` is the graph `qdq` was quantized from."""
-    from vinci_edge.quantization.accuracy import change_interval
+    from vinci_edge.quantization.accuracy.stats import change_interval
     from vinci_edge.runtime.engine import Engine
 
     engine_dir = Path(job.src).parent
