@@ -99,13 +99,13 @@ def vinci_system(engine: Path, threads: int, name: str) -> System:
             tokens.append(int(np.argmax(logits)))
         return Timing(prefill, time.perf_counter() - start, tokens)
 
-    spec = pipe.engine.stages["decoder"]["spec"]
-    prec = pipe.engine.manifest.get("precision", {}).get("decoder", {"dtype": spec["dtype"]})
+    spec = pipe.engine.manifest.decoder
+    prec = pipe.engine.manifest.precision.get("decoder", {"dtype": spec.dtype})
     quantized = prec.get("precision") or ("" if prec.get("method", "none") == "none" else prec["method"])
     return System(
         name,
         precision_class(prec),
-        quantized or spec["dtype"],
+        quantized or spec.dtype,
         run,
         read_graph_weights(engine / "decoder.onnx").bytes_read_per_call(),
         bandwidth.kv_bytes_per_position(spec),

@@ -73,7 +73,7 @@ def ckpt(tiny_ckpt, tmp_path) -> Path:
 
 
 def test_the_kinds_recognise_what_export_and_init_checkpoint_write(tiny_engine, tiny_ckpt):
-    from vinci_edge.export.manifest import FORMAT
+    from vinci_edge.manifest import FORMAT
 
     assert ENGINE_FORMAT == FORMAT
     assert is_engine_folder(tiny_engine) and not is_engine_folder(tiny_ckpt)

@@ -15,6 +15,7 @@ import pytest
 from vinci_edge import metrics as m
 from vinci_edge.cli import run
 from vinci_edge.generation import GenerationConfig
+from vinci_edge.manifest import DecoderSpec
 from vinci_edge.profiling import aggregate, bandwidth, memory, nvtx
 from vinci_edge.profiling.onnx_weights import read_graph_weights
 from vinci_edge.profiling.outputs import FILES
@@ -66,7 +67,16 @@ def test_percentiles_on_known_data():
 
 
 def test_bound_on_known_numbers():
-    spec = {"num_layers": 30, "kv_heads": 3, "head_dim": 64, "dtype": "float32"}
+    spec = DecoderSpec(
+        num_layers=30,
+        num_heads=9,
+        kv_heads=3,
+        head_dim=64,
+        hidden_size=576,
+        vocab_size=49152,
+        max_context=2048,
+        dtype="float32",
+    )
     per_position = bandwidth.kv_bytes_per_position(spec)
     assert per_position == 2 * 30 * 3 * 64 * 4 == 46080
     # 9 decode steps after a 100-position prompt attend over 101 ... 109 positions: 105 on average.

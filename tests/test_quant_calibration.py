@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 from quant_helpers import _manifest, _weight_matmul_names
 
+from vinci_edge.manifest import DecoderSpec
+
 
 def _calibration(engine: Path, media: Path, text: Path, seed: int, size: int = 2):
     from vinci_edge.quantization.calibration import CalibrationSources, build_calibration
@@ -43,7 +45,7 @@ def test_smoothquant_in_fp32_keeps_the_decoder_logits(tiny_engine, media, text, 
     from vinci_edge.quantization.smoothquant import smoothquant
     from vinci_edge.runtime.backend import SessionSettings, make_session
 
-    spec = _manifest(tiny_engine)["stages"]["decoder"]["spec"]
+    spec = DecoderSpec.from_dict(_manifest(tiny_engine)["stages"]["decoder"]["spec"], "decoder spec")
     samples = _calibration(tiny_engine, media, text, 0).for_stage("decoder")
     model = g.load(tiny_engine / "decoder.onnx")
     before = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}

@@ -103,8 +103,8 @@ def test_int4_head_bits_4_stores_the_head_like_the_layers(tiny_engine, stage_inp
 
     out = tmp_path / "int4-head4"
     manifest = quantize_engine(tiny_engine, out, "decoder=int4", head_bits=4)
-    assert manifest["quantization"]["head_bits"] == 4
-    assert manifest["precision"]["decoder"]["details"]["head"].startswith("4-bit blocks of 32")
+    assert manifest.quantization["head_bits"] == 4
+    assert manifest.precision["decoder"]["details"]["head"].startswith("4-bit blocks of 32")
     nbits = [n for n in _nodes(out / "decoder.onnx") if n.op_type == "MatMulNBits"]
     bits = {n.output[0]: next(a.i for a in n.attribute if a.name == "bits") for n in nbits}
     assert bits["logits"] == 4 and set(bits.values()) == {4}

@@ -52,7 +52,7 @@ def _teacher_logits(engine: Path, optimization: str, n: int = 12) -> np.ndarray:
     eng = Engine.load(engine)
     table = eng.embed_table()
     dec = OrtDecoder(
-        engine / "decoder.onnx", eng.stages["decoder"]["spec"], SessionSettings(optimization=optimization)
+        engine / "decoder.onnx", eng.manifest.decoder, SessionSettings(optimization=optimization)
     )
     return np.stack([dec.append(np.asarray(table[t], np.float32)[None]) for t in range(5, 5 + n)])
 

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from vinci_edge.errors import VinciEdgeError
-
-# Light: manifest.py imports only the standard library and vinci_edge.config.
-from vinci_edge.export.manifest import STAGE_NAMES
+from vinci_edge.stages import STAGE_NAMES
 
 # The short provider names the runtime understands (runtime/backend.py maps them to ONNX Runtime's
 # names in PROVIDER_ALIASES; not imported from there because backend.py pulls in numpy, and

@@ -33,7 +33,7 @@ from pathlib import Path
 from vinci_edge.errors import CheckpointError, EngineError, VinciEdgeError
 from vinci_edge.progress import Progress, silent
 
-# The engine manifest's "format" (vinci_edge.export.manifest.FORMAT) and the root config's model types
+# The engine manifest's "format" (vinci_edge.manifest.FORMAT) and the root config's model types
 # of the nvidia/omnivinci layout (vinci_edge.config.load_config): spelt here because this module sits
 # below both; tests/test_output_folder.py checks that they agree.
 ENGINE_FORMAT = "vinci-edge-engine"

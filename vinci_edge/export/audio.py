@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vinci_edge import stages as st
 from vinci_edge.config import AUDIO_CHUNK_FRAMES
 from vinci_edge.errors import ConfigError
 from vinci_edge.export.stage_spec import export_stage
@@ -50,7 +51,7 @@ def export_audio(
         AudioStage(model),
         torch.zeros(2, model.cfg.num_mel_bins, AUDIO_CHUNK_FRAMES),
         Path(out_path),
-        stage="audio",
+        stage=st.AUDIO,
         input_name="mel",
         output_names=("tokens",),
         batch_dim="chunks",

@@ -19,7 +19,6 @@ small models are bound by per-node overhead at decode, not by arithmetic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,35 +28,11 @@ from onnx import TensorProto, helper
 from vinci_edge.config import OmniVinciConfig
 from vinci_edge.errors import CheckpointError, ConfigError
 from vinci_edge.export.onnx_writer import WeightFile, save_graph
+from vinci_edge.manifest import DecoderSpec
 from vinci_edge.progress import Progress, silent
 
 SUPPORTED_LLMS = ("qwen2", "llama", "mistral")
 OPSETS = {"": 17, "com.microsoft": 1}
-
-
-@dataclass(frozen=True)
-class DecoderSpec:
-    """What the runtime needs to drive the decoder graph (recorded in the manifest)."""
-
-    num_layers: int
-    num_heads: int
-    kv_heads: int
-    head_dim: int
-    hidden_size: int
-    vocab_size: int
-    max_context: int
-    dtype: str  # "float32" | "float16"
-    attention: str = "gqa"  # com.microsoft GroupQueryAttention, KV buffers shared in place
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @staticmethod
-    def input_names(num_layers: int) -> list[str]:
-        names = ["inputs_embeds", "seqlens_k", "total_sequence_length"]
-        for i in range(num_layers):
-            names += [f"past_key_{i}", f"past_value_{i}"]
-        return names
 
 
 class TensorSource:

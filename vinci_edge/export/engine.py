@@ -21,17 +21,18 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vinci_edge import __version__
-from vinci_edge.config import load_config
+from vinci_edge import stages as st
+from vinci_edge.config import OmniVinciConfig, load_config
 from vinci_edge.errors import EngineError
 from vinci_edge.export.decoder import TensorSource, export_decoder
-from vinci_edge.export.manifest import FORMAT, SCHEMA_VERSION, model_id, timeline_params, write_manifest
+from vinci_edge.manifest import Manifest, StageEntry, TensorInfo, TextEntry, timeline_params
 from vinci_edge.output_folder import ENGINE, output_folder
 from vinci_edge.progress import Progress, silent
+from vinci_edge.stages import STAGE_NAMES
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -46,7 +47,7 @@ DTYPES = ("float32", "float16")
 
 
 def default_stages(has_sound: bool) -> list[str]:
-    return ["vision", "image_projector", *(["audio"] if has_sound else []), "decoder"]
+    return [st.VISION, st.IMAGE_PROJECTOR, *([st.AUDIO] if has_sound else []), st.DECODER]
 
 
 def _versions() -> dict[str, str]:
@@ -77,98 +78,108 @@ def export_engine(
     max_context: int = 4096,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Export `stages` of a checkpoint to an engine folder and return its manifest."""
-    from vinci_edge.model.checkpoint import fingerprint, load_model
+    from vinci_edge.model.checkpoint import fingerprint
 
     say = progress or silent
     ckpt, out = Path(checkpoint), Path(out)
-    if dtype not in DTYPES:
-        raise EngineError(f"--dtype {dtype} is not supported", hint=f"choose one of {', '.join(DTYPES)}")
     cfg = load_config(ckpt)
-    stages = list(stages) if stages else default_stages(cfg.has_sound)
-    unknown = [s for s in stages if s not in default_stages(True)]
-    if unknown:
-        raise EngineError(
-            f"unknown stage(s) {unknown}", hint="stages are vision, image_projector, audio, decoder"
-        )
-    if "audio" in stages and not cfg.has_sound:
-        raise EngineError("the checkpoint has no sound tower; cannot export the audio stage")
-
+    stages = _check_request(cfg, stages, dtype)
     started = time.perf_counter()
     with output_folder(out, kind=ENGINE, force=force, inputs={"checkpoint": ckpt}, progress=say) as tmp:
-        manifest_stages: dict[str, Any] = {}
-        towers = [s for s in stages if s != "decoder"]
-        if towers:
-            say(f"loading the towers of {ckpt} ({dtype})")
-            model = load_model(ckpt, dtype="float32", with_llm=False)
-            manifest_stages.update(_export_towers(model, tmp, towers, dtype, say))
-            del model
-        if "decoder" in stages:
+        entries = _export_towers(ckpt, tmp, [s for s in stages if s != st.DECODER], dtype, say)
+        if st.DECODER in stages:
             say("exporting the decoder")
-            spec = export_decoder(cfg, ckpt / "llm", tmp / "decoder.onnx", max_context, dtype, say)
-            manifest_stages["decoder"] = {
-                "file": "decoder.onnx",
-                "dtype": dtype,
-                "opset": 17,
-                "exporter": "vinci-edge graph builder (onnx.helper, com.microsoft fused ops)",
-                "inputs": [{"name": n} for n in spec.input_names(spec.num_layers)],
-                "outputs": [{"name": "logits", "shape": [1, 1, spec.vocab_size], "dtype": dtype}],
-                "spec": spec.to_dict(),
-            }
+            entries[st.DECODER] = _export_decoder(cfg, ckpt, tmp, max_context, dtype, say)
         say("writing the text embedding table and the tokenizer")
-        embed = TensorSource(ckpt / "llm").get("model.embed_tokens.weight")
-        np.save(tmp / "embed_tokens.npy", embed.astype(np.float16 if dtype == "float16" else np.float32))
-        (tmp / "tokenizer").mkdir()
-        for name in TOKENIZER_FILES:
-            if (ckpt / "llm" / name).is_file():
-                shutil.copy2(ckpt / "llm" / name, tmp / "tokenizer" / name)
-        model_config = cfg.to_dict()
-        manifest = {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "model_id": model_id(model_config),
-            "model_config": model_config,
-            "source": {
+        text = _write_text(ckpt, tmp, dtype)
+        teg, crte = timeline_params(cfg)
+        manifest = Manifest(
+            model_config=cfg.to_dict(),
+            stages=entries,
+            text=text,
+            source={
                 "checkpoint": str(ckpt.resolve()),
                 "fingerprint": fingerprint(ckpt),
                 "llm_architecture": cfg.llm_architecture,
             },
-            "exporters": _versions(),
-            "precision": {
-                name: {"dtype": s["dtype"], "method": "none"} for name, s in manifest_stages.items()
-            },
-            "stages": manifest_stages,
-            "text": {
-                "embed_tokens": {
-                    "file": "embed_tokens.npy",
-                    "shape": list(embed.shape),
-                    "dtype": "float16" if dtype == "float16" else "float32",
-                },
-                "tokenizer": "tokenizer",
-            },
-            **timeline_params(cfg),
-        }
-        write_manifest(tmp, manifest)
+            exporters=_versions(),
+            precision={name: {"dtype": e.dtype, "method": "none"} for name, e in entries.items()},
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            teg=teg,
+            crte=crte,
+        )
+        manifest.write(tmp)
     say(f"engine written to {out} in {time.perf_counter() - started:.1f} s")
     return manifest
 
 
-def _export_towers(model, folder: Path, stages: list[str], dtype: str, say) -> dict[str, Any]:
+def _check_request(cfg: OmniVinciConfig, stages: Sequence[str] | None, dtype: str) -> list[str]:
+    """The stages to export, every request refused before anything is loaded or written."""
+    if dtype not in DTYPES:
+        raise EngineError(f"--dtype {dtype} is not supported", hint=f"choose one of {', '.join(DTYPES)}")
+    stages = list(stages) if stages else default_stages(cfg.has_sound)
+    unknown = [s for s in stages if s not in STAGE_NAMES]
+    if unknown:
+        raise EngineError(f"unknown stage(s) {unknown}", hint=f"stages are {', '.join(STAGE_NAMES)}")
+    if st.AUDIO in stages and not cfg.has_sound:
+        raise EngineError("the checkpoint has no sound tower; cannot export the audio stage")
+    return stages
+
+
+def _export_towers(
+    ckpt: Path, folder: Path, stages: list[str], dtype: str, say: Progress
+) -> dict[str, StageEntry]:
+    """The media stages, from the checkpoint's towers (loaded without the LLM)."""
+    if not stages:
+        return {}
     from vinci_edge.export.audio import export_audio
     from vinci_edge.export.vision import export_image_projector, export_vision
+    from vinci_edge.model.checkpoint import load_model
 
     exporters = {
-        "vision": (export_vision, "vision.onnx"),
-        "image_projector": (export_image_projector, "image_projector.onnx"),
-        "audio": (export_audio, "audio.onnx"),
+        st.VISION: (export_vision, "vision.onnx"),
+        st.IMAGE_PROJECTOR: (export_image_projector, "image_projector.onnx"),
+        st.AUDIO: (export_audio, "audio.onnx"),
     }
+    say(f"loading the towers of {ckpt} ({dtype})")
+    model = load_model(ckpt, dtype="float32", with_llm=False)
     out = {}
     for name in stages:
         fn, file = exporters[name]
         say(f"exporting the {name} stage")
-        entry = fn(model, folder / file, dtype=dtype, progress=say)
-        entry["file"] = file
-        out[name] = entry
+        out[name] = StageEntry.from_dict(
+            name, {**fn(model, folder / file, dtype=dtype, progress=say), "file": file}
+        )
     return out
+
+
+def _export_decoder(
+    cfg: OmniVinciConfig, ckpt: Path, folder: Path, max_context: int, dtype: str, say: Progress
+) -> StageEntry:
+    path = folder / "decoder.onnx"
+    spec = export_decoder(cfg, ckpt / "llm", path, max_context, dtype, say)
+    data = path.with_name(path.name + ".data")
+    return StageEntry(
+        file=path.name,
+        dtype=dtype,
+        inputs=[TensorInfo(n) for n in spec.input_names()],
+        outputs=[TensorInfo("logits", [1, 1, spec.vocab_size], dtype)],
+        opset=17,
+        exporter="vinci-edge graph builder (onnx.helper, com.microsoft fused ops)",
+        external_data=data.name if data.is_file() else None,
+        decoder=spec,
+    )
+
+
+def _write_text(ckpt: Path, folder: Path, dtype: str) -> TextEntry:
+    """The text embedding table (the runtime memory-maps it) and the tokenizer files."""
+    table_dtype = "float16" if dtype == "float16" else "float32"
+    embed = TensorSource(ckpt / "llm").get("model.embed_tokens.weight").astype(table_dtype)
+    np.save(folder / "embed_tokens.npy", embed)
+    (folder / "tokenizer").mkdir()
+    for name in TOKENIZER_FILES:
+        if (ckpt / "llm" / name).is_file():
+            shutil.copy2(ckpt / "llm" / name, folder / "tokenizer" / name)
+    return TextEntry("embed_tokens.npy", (int(embed.shape[0]), int(embed.shape[1])), table_dtype, "tokenizer")

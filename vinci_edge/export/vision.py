@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vinci_edge import stages as st
 from vinci_edge.errors import ConfigError
 from vinci_edge.export.stage_spec import export_stage
 from vinci_edge.model.omnivinci import OmniVinciModel
@@ -96,7 +97,7 @@ def export_vision(
         stage,
         torch.zeros(2, 3, s, s),
         Path(out_path),
-        stage="vision",
+        stage=st.VISION,
         input_name="pixel_values",
         output_names=("tokens", "features"),
         batch_dim="frames",
@@ -119,7 +120,7 @@ def export_image_projector(
         model.mm_projector,
         example,
         Path(out_path),
-        stage="image_projector",
+        stage=st.IMAGE_PROJECTOR,
         input_name="features",
         output_names=("tokens",),
         batch_dim="blocks",

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from vinci_edge.manifest import DecoderSpec
 from vinci_edge.profiling.onnx_weights import read_graph_weights
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1}
@@ -68,9 +69,9 @@ def decoder_bytes_per_token(decoder_onnx: str | Path) -> dict[str, int]:
     }
 
 
-def kv_bytes_per_position(spec: dict[str, Any]) -> int:
+def kv_bytes_per_position(spec: DecoderSpec) -> int:
     """Key + value bytes of one cached position over all layers (decoder spec of the manifest)."""
-    return 2 * spec["num_layers"] * spec["kv_heads"] * spec["head_dim"] * DTYPE_BYTES[spec["dtype"]]
+    return 2 * spec.num_layers * spec.kv_heads * spec.head_dim * DTYPE_BYTES[spec.dtype]
 
 
 def mean_decode_context(prompt_positions: int, decode_steps: int) -> float:

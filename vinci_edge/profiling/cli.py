@@ -75,8 +75,9 @@ def _headline(e: dict) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from vinci_edge.profiling.collect import profile
     from vinci_edge.profiling.outputs import write_outputs
-    from vinci_edge.profiling.profiler import RequestSpec, profile
+    from vinci_edge.profiling.profiler import RequestSpec
 
     targets = _targets(args)
     _check_inputs(args, targets)

@@ -1,31 +1,28 @@
-"""The profiler: runs the real runtime (Pipeline.ask) on engines and collects its stage records.
+"""The profiler of one engine: runs the real runtime (Pipeline.ask) and collects its stage records.
 
-    profile([EngineTarget("engine/smol")], RequestSpec("What happens?", video="clip.mp4"))
+    profile_engine(EngineTarget("engine/smol"), RequestSpec("What happens?", video="clip.mp4"))
 
-One engine: create the pipeline and every session (timed as "load"), answer the request `warmup`
-times (not counted) and `runs` times, and keep each run's `Metrics` records - the same records that
-`--json` prints - relative to the moment loading started. Several engines: each is profiled in its own
-process (isolate.py) unless told otherwise, so one engine's memory never shows in another's peak RSS.
-Then the machine's read bandwidth is measured once and every engine gets its decode bound.
+Create the pipeline and every session (timed as "load"), answer the request `warmup` times (not
+counted) and `runs` times, and keep each run's `Metrics` records - the same records that `--json`
+prints - relative to the moment loading started. `collect.profile` runs it on every engine and adds
+the machine's read bandwidth and each engine's decode bound.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vinci_edge import __version__
 from vinci_edge import metrics as m
+from vinci_edge import stages as st
 from vinci_edge.generation import Answer, GenerationConfig
 from vinci_edge.profiling import aggregate, bandwidth, disk, memory
 from vinci_edge.profiling.nvtx import metrics_factory, nvtx_ranges, uses_gpu
-from vinci_edge.profiling.schema import SCHEMA_NAME, SCHEMA_VERSION
 from vinci_edge.progress import Progress, silent
 
 
@@ -156,13 +153,13 @@ def profile_engine(target: EngineTarget, req: RequestSpec, say: Progress | None 
             say(_progress_line(target.label, i, req, runs[-1]))
         peak_requests = memory.peak_rss()
 
-    decoder_spec = pipe.engine.stages["decoder"]["spec"]
+    decoder_spec = pipe.engine.manifest.decoder
     manifest = pipe.engine.manifest
     return {
         "label": target.label,
         "engine": str(Path(target.folder).resolve()),
-        "model_id": manifest["model_id"],
-        "precision": manifest.get("precision", {}),
+        "model_id": manifest.model_id,
+        "precision": manifest.precision,
         "providers": answer.extra["providers"],
         "threads": target.threads,
         "stitch": pipe.stitch_name,
@@ -188,9 +185,9 @@ def profile_engine(target: EngineTarget, req: RequestSpec, say: Progress | None 
             "gpu": gpu.result(),
         },
         "decoder": {
-            **bandwidth.decoder_bytes_per_token(pipe.engine.stage_path("decoder")),
+            **bandwidth.decoder_bytes_per_token(pipe.engine.stage_path(st.DECODER)),
             "kv_bytes_per_position": bandwidth.kv_bytes_per_position(decoder_spec),
-            "dtype": decoder_spec["dtype"],
+            "dtype": decoder_spec.dtype,
         },
     }
 
@@ -231,41 +228,4 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "onnxruntime": ort,
         "vinci_edge": __version__,
-    }
-
-
-def profile(
-    targets: list[EngineTarget],
-    req: RequestSpec,
-    isolate: bool = True,
-    say: Progress | None = None,
-    measure_bandwidth: Callable[[], dict[str, Any]] = bandwidth.measure_read_bandwidth,
-) -> dict[str, Any]:
-    """The whole profile.json object for one request on one or more engines."""
-    from vinci_edge.profiling.isolate import profile_in_subprocess
-
-    say = say or silent
-    # Bandwidth before and after the engines, the best kept: other work on the machine only lowers it.
-    say("measuring the memory read bandwidth")
-    samples = [measure_bandwidth()]
-    engines = []
-    for target in targets:
-        run = profile_in_subprocess if isolate else profile_engine
-        engines.append(run(target, req, say))
-    say("measuring the memory read bandwidth again")
-    samples.append(measure_bandwidth())
-    bw = max(samples, key=lambda b: b["bytes_per_second"])
-    bw["samples_bytes_per_second"] = [b["bytes_per_second"] for b in samples]
-    say(f"read bandwidth {bw['bytes_per_second'] / 1e9:.1f} GB/s ({bw['threads']} threads)")
-    for e in engines:
-        add_bound(e, bw["bytes_per_second"])
-    return {
-        "schema": SCHEMA_NAME,
-        "schema_version": SCHEMA_VERSION,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {**machine_info(), "memory_bandwidth": bw},
-        "request": asdict(req),
-        "isolated": isolate,
-        "engines": engines,
-        "comparison": aggregate.compare(engines) if len(engines) > 1 else None,
     }

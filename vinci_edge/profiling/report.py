@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from vinci_edge.profiling import svg
+from vinci_edge import stages as st
+from vinci_edge import svg
 from vinci_edge.profiling.aggregate import stage_order
 
 STAGE_LABELS = {
@@ -57,7 +58,7 @@ def _q(stats: dict[str, Any], fmt=ms) -> list[str]:
 def engine_table(profile: dict[str, Any]) -> Table:
     rows = []
     for e in profile["engines"]:
-        dec = e["precision"].get("decoder", {})
+        dec = e["precision"].get(st.DECODER, {})
         # Quantized engines name their scheme in `precision` (int4, int8-dynamic, ...) next to `method`.
         precision = f"{dec.get('precision') or dec.get('dtype', '?')} ({dec.get('method', 'none')})"
         providers = sorted(set(e["providers"].values()))
@@ -88,9 +89,9 @@ def stage_table(e: dict[str, Any]) -> Table:
     r = e["requests"]
     e2e = r["end_to_end_s"].get("mean") or 0.0
     rows = []
-    for s, st in r["stages_s"].items():
-        share = 100 * st["mean"] / e2e if e2e else 0.0
-        rows.append([STAGE_LABELS.get(s, s), *_q(st), ms(st["mean"]), f"{share:.1f}%"])
+    for s, times in r["stages_s"].items():
+        share = 100 * times["mean"] / e2e if e2e else 0.0
+        rows.append([STAGE_LABELS.get(s, s), *_q(times), ms(times["mean"]), f"{share:.1f}%"])
     un = r["unaccounted_s"]
     rows.append(
         ["unaccounted", *_q(un), ms(un.get("mean")), f"{100 * un.get('mean', 0) / e2e:.1f}%" if e2e else "-"]

@@ -34,8 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from vinci_edge import stages as st
 from vinci_edge.errors import ConfigError, MediaError
+from vinci_edge.manifest import DecoderSpec
 from vinci_edge.progress import Progress, silent
+from vinci_edge.stages import STAGE_NAMES
 
 DEBIAN_CLIPS = (
     Path("/usr/share/forensics-samples/original-files/movie2/movie-hello.mp4"),
@@ -66,7 +69,7 @@ class CalibrationSources:
         texts: list[Path] | None,
         size: int,
         seed: int,
-        stages: set[str] | frozenset[str] = frozenset({"vision", "image_projector", "audio", "decoder"}),
+        stages: set[str] | frozenset[str] = frozenset(STAGE_NAMES),
     ) -> CalibrationSources:
         """Defaults for what is not given (module docstring), then `validate(stages)`, where `stages`
         are the stages that need calibration samples. Reads files, writes nothing."""
@@ -80,9 +83,7 @@ class CalibrationSources:
         src.validate(stages)
         return src
 
-    def validate(
-        self, stages: set[str] | frozenset[str] = frozenset({"vision", "image_projector", "audio", "decoder"})
-    ) -> None:
+    def validate(self, stages: set[str] | frozenset[str] = frozenset(STAGE_NAMES)) -> None:
         """Every file must be there and readable, and every stage in `stages` must get samples,
         before anything is quantized."""
         from vinci_edge.media import probe
@@ -108,14 +109,14 @@ class CalibrationSources:
                         hint=f"pass {flag} files to --calib-{flag}",
                     )
                 has_sound = has_sound or info["has_audio"]
-        if stages & {"vision", "image_projector"} and not self.videos:
+        if stages & {st.VISION, st.IMAGE_PROJECTOR} and not self.videos:
             raise ConfigError(
                 "the calibration set has no video for the vision stages, and none of the default clips "
                 f"({', '.join(str(p) for p in DEBIAN_CLIPS)}) is installed",
                 hint="pass --calib-video FILE (a real clip, repeatable), or quantize only the decoder "
                 "(--precision decoder=...)",
             )
-        if "audio" in stages and not has_sound:
+        if st.AUDIO in stages and not has_sound:
             raise ConfigError(
                 "the calibration set has no sound for the audio stage (no --calib-audio and no clip "
                 "with an audio track)",
@@ -208,14 +209,14 @@ def build_calibration(
         kwargs: dict[str, Any] = {}
         if kind == "video":
             kwargs = {"video": path, "num_frames": n_frames}
-        elif kind == "audio":
+        elif kind == st.AUDIO:
             kwargs = {"audio": path}
         req = pipe.prepare(question, metrics=m.Metrics(), **kwargs)
         if len(req.plan) > limit:  # a long text window: cut the question, keep the media
             question = " ".join(question.split()[: max(8, n_words * limit // len(req.plan) - 8)])
             req = pipe.prepare(question, metrics=m.Metrics(), **kwargs)
         embeds = pipe.inputs_embeds(req, m.Metrics())[:limit]
-        samples.setdefault("decoder", []).append({"inputs_embeds": np.asarray(embeds, np.float32)[None]})
+        samples.setdefault(st.DECODER, []).append({"inputs_embeds": np.asarray(embeds, np.float32)[None]})
         _tower_samples(pipe, req, samples, seen_media, (str(path), n_frames))
         say(
             f"calibration request {k + 1}/{sources.size}: "
@@ -231,9 +232,9 @@ def _media_plan(
 ) -> list[tuple[str, str | None]]:
     """Which medium each request carries, cycled: every clip, every audio file, and text alone."""
     plan: list[tuple[str, str | None]] = []
-    if "vision" in stages:
+    if st.VISION in stages:
         plan += [("video", str(v)) for v in sources.videos]
-    if "audio" in stages and has_sound:
+    if st.AUDIO in stages and has_sound:
         plan += [("audio", str(a)) for a in sources.audios]
     plan.append(("text", None))
     return plan
@@ -241,18 +242,18 @@ def _media_plan(
 
 def _tower_samples(pipe, req, samples: dict[str, list[dict[str, np.ndarray]]], seen: set, key: tuple) -> None:
     """Frames once per (clip, frame count), audio once per file: repeats add nothing to max ranges."""
-    if req.frames is not None and "vision" in pipe.engine.stages and key not in seen:
+    if req.frames is not None and st.VISION in pipe.engine.stages and key not in seen:
         seen.add(key)
-        samples.setdefault("vision", []).append({"pixel_values": req.frames})
-        if "image_projector" in pipe.engine.stages:
-            feats = pipe.runner("vision").run({"pixel_values": req.frames}, ["features"])["features"]
+        samples.setdefault(st.VISION, []).append({"pixel_values": req.frames})
+        if st.IMAGE_PROJECTOR in pipe.engine.stages:
+            feats = pipe.runner(st.VISION).run({"pixel_values": req.frames}, ["features"])["features"]
             n_scales = len(pipe.cfg.s2_scales)
-            samples.setdefault("image_projector", []).append(
+            samples.setdefault(st.IMAGE_PROJECTOR, []).append(
                 {"features": np.concatenate([feats] * n_scales, -1)}
             )
-    if req.mel_chunks is not None and "audio" in pipe.engine.stages and key[0] not in seen:
+    if req.mel_chunks is not None and st.AUDIO in pipe.engine.stages and key[0] not in seen:
         seen.add(key[0])
-        samples.setdefault("audio", []).append({"mel": req.mel_chunks})
+        samples.setdefault(st.AUDIO, []).append({"mel": req.mel_chunks})
 
 
 def _stage_record(stage: str, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
@@ -261,10 +262,13 @@ def _stage_record(stage: str, feeds: list[dict[str, np.ndarray]]) -> dict[str, A
         for name in sorted(feed):
             h.update(name.encode())
             h.update(np.ascontiguousarray(feed[name]).tobytes())
-    rows = sum(int(next(iter(f.values())).shape[1 if stage == "decoder" else 0]) for f in feeds)
-    unit = {"decoder": "positions", "vision": "frames", "audio": "mel_chunks", "image_projector": "tiles"}[
-        stage
-    ]
+    rows = sum(int(next(iter(f.values())).shape[1 if stage == st.DECODER else 0]) for f in feeds)
+    unit = {
+        st.DECODER: "positions",
+        st.VISION: "frames",
+        st.AUDIO: "mel_chunks",
+        st.IMAGE_PROJECTOR: "tiles",
+    }[stage]
     return {"samples": len(feeds), unit: rows, "sha256": h.hexdigest()}
 
 
@@ -272,7 +276,7 @@ def _stage_record(stage: str, feeds: list[dict[str, np.ndarray]]) -> dict[str, A
 # Feeding the samples to a graph
 
 
-def decoder_feed(embeds: np.ndarray, spec: dict[str, Any]) -> dict[str, np.ndarray]:
+def decoder_feed(embeds: np.ndarray, spec: DecoderSpec) -> dict[str, np.ndarray]:
     """One prefill of the decoder graph from position 0: the past_key dims are symbolic, so the KV
     buffers are sized to the sequence (the graph writes the new positions into them)."""
     s = int(embeds.shape[1])
@@ -281,21 +285,21 @@ def decoder_feed(embeds: np.ndarray, spec: dict[str, Any]) -> dict[str, np.ndarr
         "seqlens_k": np.array([s - 1], np.int32),
         "total_sequence_length": np.array(s, np.int32),
     }
-    shape = (1, spec["kv_heads"], s, spec["head_dim"])
-    for i in range(spec["num_layers"]):
+    shape = (1, spec.kv_heads, s, spec.head_dim)
+    for i in range(spec.num_layers):
         feed[f"past_key_{i}"] = np.zeros(shape, np.float32)
         feed[f"past_value_{i}"] = np.zeros(shape, np.float32)
     return feed
 
 
 def iter_feeds(
-    stage: str, samples: list[dict[str, np.ndarray]], spec: dict[str, Any] | None
+    stage: str, samples: list[dict[str, np.ndarray]], spec: DecoderSpec | None
 ) -> Iterator[dict[str, np.ndarray]]:
     for s in samples:
-        yield decoder_feed(s["inputs_embeds"], spec) if stage == "decoder" else s
+        yield decoder_feed(s["inputs_embeds"], spec) if stage == st.DECODER else s
 
 
-def make_reader(stage: str, samples: list[dict[str, np.ndarray]], spec: dict[str, Any] | None):
+def make_reader(stage: str, samples: list[dict[str, np.ndarray]], spec: DecoderSpec | None):
     """An ONNX Runtime CalibrationDataReader (as ModelOpt and ORT's static quantizer take) that builds
     each feed when asked, so the KV buffers of all samples are never in memory at once."""
     from onnxruntime.quantization import CalibrationDataReader

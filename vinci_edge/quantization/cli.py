@@ -70,10 +70,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         progress=_say,
     )
     if args.json:
-        record = {"engine": str(args.out), "precision": manifest["precision"]}
+        record = {"engine": str(args.out), "precision": manifest.precision}
         print(json.dumps(record))
     else:
-        stages = ", ".join(f"{s}={p}" for s, p in manifest["quantization"]["precisions"].items())
+        stages = ", ".join(f"{s}={p}" for s, p in manifest.quantization["precisions"].items())
         print(f"wrote {args.out} ({stages})")
     return 0
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from vinci_edge.manifest import DecoderSpec, StageEntry
 from vinci_edge.progress import Progress, silent
 from vinci_edge.quantization.calibration import CalibrationSet
 
@@ -21,7 +22,7 @@ class StageJob:
     src: Path  # the fp32 stage graph
     dst: Path  # where the quantized graph goes (inside the engine's .partial folder)
     workdir: Path  # scratch space, removed afterwards
-    entry: dict[str, Any]  # the stage's manifest entry in the fp32 engine
+    entry: StageEntry  # the stage's manifest entry in the fp32 engine
     calibration: CalibrationSet | None = None
     smoothquant: float | None = None  # SmoothQuant alpha (decoder, INT8 precisions)
     keep_fp32: tuple[str, ...] = ()  # decoder layer kinds left out of static int8 / fp8 (DECODER_LAYERS)
@@ -29,9 +30,9 @@ class StageJob:
     say: Progress = silent
 
     @property
-    def spec(self) -> dict[str, Any] | None:
+    def spec(self) -> DecoderSpec | None:
         """The decoder spec (KV shapes for calibration feeds); None for the towers."""
-        return self.entry.get("spec")
+        return self.entry.decoder
 
 
 @dataclass

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vinci_edge import stages as st
 from vinci_edge.quantization import float_min, modelopt_onnx
 from vinci_edge.quantization import graph as g
 from vinci_edge.quantization.handler import StageJob, StageResult
@@ -143,7 +144,7 @@ class Int4Awq(modelopt_onnx.ModelOptHandler):
         g.name_nodes(model)
         head = g.output_head(model)
         samples = job.calibration.for_stage(job.stage)[:AWQ_MAX_SAMPLES]
-        if job.stage == "decoder":
+        if job.stage == st.DECODER:
             samples = same_length(samples)
         job.say(
             f"{job.stage}: INT4 AWQ (ModelOpt {AWQ_METHOD}, block {AWQ_BLOCK}, {len(samples)} samples)"
@@ -152,7 +153,7 @@ class Int4Awq(modelopt_onnx.ModelOptHandler):
         kwargs: dict = {"block_size": AWQ_BLOCK}
         if head is not None:
             kwargs["layers_8bit"] = head.name
-        cache = awq_cache_bytes(model, samples) if job.stage == "decoder" else None
+        cache = awq_cache_bytes(model, samples) if job.stage == st.DECODER else None
         if cache is not None and cache <= AWQ_CACHE_BYTES:
             kwargs["enable_fast_path_using_high_sysram"] = True
         q = modelopt_onnx.quantize(
@@ -172,7 +173,7 @@ class Int4Awq(modelopt_onnx.ModelOptHandler):
             "activation_cache_bytes": cache if kwargs.get("enable_fast_path_using_high_sysram") else None,
             **(
                 {"calibration_positions": int(samples[0]["inputs_embeds"].shape[1])}
-                if job.stage == "decoder"
+                if job.stage == st.DECODER
                 else {}
             ),
             "ops": g.op_counts(q),

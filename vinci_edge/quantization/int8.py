@@ -33,6 +33,7 @@ of the way; `--keep-fp32` leaves such layers in fp32. The measurements: docs/qua
 
 from __future__ import annotations
 
+from vinci_edge import stages as st
 from vinci_edge.quantization import graph as g
 from vinci_edge.quantization import modelopt_onnx
 from vinci_edge.quantization.handler import StageJob, StageResult
@@ -51,7 +52,7 @@ def smoothed_model(job: StageJob, keep_head: bool = False):
 
     model = g.load(job.src)
     g.name_nodes(model)
-    if job.smoothquant is None or job.stage != "decoder":
+    if job.smoothquant is None or job.stage != st.DECODER:
         return model, None
     head = g.output_head(model) if keep_head else None
     only = {n.name for n in g.weight_matmuls(model)} - ({head.name} if head is not None else set())
@@ -80,7 +81,7 @@ class Int8Dynamic:
         self.method = method
 
     def needs_calibration(self, job: StageJob) -> bool:
-        return job.smoothquant is not None and job.stage == "decoder"
+        return job.smoothquant is not None and job.stage == st.DECODER
 
     def check_available(self) -> None:
         return None

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from vinci_edge import __version__
+from vinci_edge import stages as st
 from vinci_edge.errors import ConfigError, EngineError
-from vinci_edge.export.manifest import MANIFEST, STAGE_NAMES, write_manifest
+from vinci_edge.manifest import MANIFEST, Manifest, TextEntry
 from vinci_edge.output_folder import ENGINE, check_output_folder, output_folder, partial_folder
 from vinci_edge.progress import Progress, silent
 from vinci_edge.quantization import graph as g
@@ -35,6 +34,7 @@ from vinci_edge.quantization.int4 import HEAD_BITS, Int4, Int4Awq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
 from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
+from vinci_edge.stages import STAGE_NAMES
 
 HANDLERS: dict[str, Handler] = {
     h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq())
@@ -70,8 +70,8 @@ def parse_precisions(spec: str, stages: list[str]) -> dict[str, str]:
             )
         _check_precision(precision)
         out[stage] = precision
-    if "image_projector" in stages and "image_projector" not in out and "vision" in out:
-        out["image_projector"] = out["vision"]
+    if st.IMAGE_PROJECTOR in stages and "image_projector" not in out and "vision" in out:
+        out[st.IMAGE_PROJECTOR] = out[st.VISION]
     return {s: out.get(s, "fp32") for s in stages}
 
 
@@ -87,23 +87,23 @@ def _precision_hint() -> str:
     )
 
 
-def load_fp32_manifest(engine: Path) -> dict[str, Any]:
+def load_fp32_manifest(engine: Path) -> Manifest:
     """The input engine's manifest, refused unless it is an fp32 engine straight from export."""
     from vinci_edge.runtime.engine import Engine
 
     manifest = Engine.load(engine).manifest  # every check the runtime does
-    if "quantization" in manifest or any(
-        p.get("method", "none") != "none" for p in manifest.get("precision", {}).values()
+    if manifest.quantization is not None or any(
+        p.get("method", "none") != "none" for p in manifest.precision.values()
     ):
-        done = manifest.get("quantization", {}).get("precisions") or {
-            s: p.get("precision", p.get("method")) for s, p in manifest.get("precision", {}).items()
+        done = (manifest.quantization or {}).get("precisions") or {
+            s: p.get("precision", p.get("method")) for s, p in manifest.precision.items()
         }
         raise EngineError(
             f"{engine} is already a quantized engine ({', '.join(f'{k}={v}' for k, v in done.items())})",
             hint="quantize the fp32 engine that `vinci-edge export` wrote: quantizing a quantized graph "
             "compounds the rounding and loses the record of what was done",
         )
-    wrong = {s: e.get("dtype") for s, e in manifest["stages"].items() if e.get("dtype") != "float32"}
+    wrong = {s: e.dtype for s, e in manifest.stages.items() if e.dtype != "float32"}
     if wrong:
         raise EngineError(
             f"{engine} is not an fp32 engine (stage dtypes {wrong})",
@@ -132,13 +132,13 @@ def quantize_engine(
     force: bool = False,
     progress: Progress | None = None,
     handlers: dict[str, Handler] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Write the quantized engine to `out` and return its manifest. `handlers` overrides the
     handler of a precision (Python API only: e.g. `Int8Dynamic("matmul-integer")` for comparisons)."""
     say = progress or silent
     engine, out = Path(engine), Path(out)
     manifest = load_fp32_manifest(engine)
-    stages = list(manifest["stages"])
+    stages = list(manifest.stages)
     precisions = parse_precisions(precision, stages)
     check_target(target, precisions)
     if smoothquant is not None:
@@ -146,7 +146,7 @@ def quantize_engine(
             raise ConfigError(
                 f"--smoothquant {smoothquant} is outside [0, 1]", hint="typical values: 0.5 - 0.85"
             )
-        if precisions.get("decoder") not in SMOOTHQUANT_PRECISIONS:
+        if precisions.get(st.DECODER) not in SMOOTHQUANT_PRECISIONS:
             raise ConfigError(
                 "--smoothquant applies to the decoder at int8 or int8-dynamic",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
@@ -164,7 +164,7 @@ def quantize_engine(
                 "--keep-fp32 auto chooses the layers itself: it takes no layer names beside it",
                 hint="pass either --keep-fp32 auto or a list of layers",
             )
-        if precisions.get("decoder") not in KEEP_FP32_PRECISIONS:
+        if precisions.get(st.DECODER) not in KEEP_FP32_PRECISIONS:
             raise ConfigError(
                 "--keep-fp32 applies to the decoder at int8 or fp8 (static Q/DQ)",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
@@ -172,7 +172,7 @@ def quantize_engine(
     if head_bits is not None:
         if head_bits not in HEAD_BITS:
             raise ConfigError(f"--head-bits {head_bits}: the head is stored at 8 or 4 bits", hint="8 or 4")
-        if precisions.get("decoder") != "int4":
+        if precisions.get(st.DECODER) != "int4":
             raise ConfigError(
                 "--head-bits applies to the decoder at int4",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
@@ -190,12 +190,12 @@ def quantize_engine(
     jobs = {
         s: StageJob(
             s,
-            engine / manifest["stages"][s]["file"],
-            tmp / manifest["stages"][s]["file"],
+            engine / manifest.stages[s].file,
+            tmp / manifest.stages[s].file,
             work / s,
-            manifest["stages"][s],
-            smoothquant=smoothquant if s == "decoder" else None,
-            keep_fp32=keep if s == "decoder" else (),
+            manifest.stages[s],
+            smoothquant=smoothquant if s == st.DECODER else None,
+            keep_fp32=keep if s == st.DECODER else (),
             head_bits=head_bits or 8,
             say=say,
         )
@@ -216,30 +216,25 @@ def quantize_engine(
             calibration = build_calibration(engine, sources, say)
             for j in jobs.values():
                 j.calibration = calibration
-        new = json.loads(json.dumps(manifest))  # deep copy
+        new = Manifest.from_dict(manifest.to_dict())  # a copy to edit
         versions: dict[str, str] = {}
         for stage in stages:
-            entry = new["stages"][stage]
+            entry = new.stages[stage]
             if stage not in by_stage:
-                _copy_stage(engine, tmp, entry["file"])
-                new["precision"][stage] = {
-                    **new["precision"].get(stage, {}),
-                    "precision": "fp32",
-                    "method": "none",
-                }
+                _copy_stage(engine, tmp, entry.file)
+                new.precision[stage] = {**new.precision.get(stage, {}), "precision": "fp32", "method": "none"}
                 continue
             handler, job = by_stage[stage], jobs[stage]
             t0 = time.perf_counter()
             result = handler.run(job)
             shutil.rmtree(job.workdir, ignore_errors=True)
             versions[result.tool] = result.tool_version
-            entry["external_data"] = result.external_data
-            entry["precision"] = precisions[stage]
-            if result.ort_optimization != "all":
-                entry["ort_optimization"] = result.ort_optimization
+            entry.external_data = result.external_data
+            entry.precision = precisions[stage]
+            entry.ort_optimization = result.ort_optimization
             needs_calib = handler.needs_calibration(job)
-            new["precision"][stage] = {
-                "dtype": entry["dtype"],
+            new.precision[stage] = {
+                "dtype": entry.dtype,
                 "precision": precisions[stage],
                 "method": result.method,
                 "tool": result.tool,
@@ -248,13 +243,13 @@ def quantize_engine(
                 "details": result.details,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
-            size, was = g.stage_bytes(tmp, entry["file"]), g.stage_bytes(engine, entry["file"])
+            size, was = g.stage_bytes(tmp, entry.file), g.stage_bytes(engine, entry.file)
             say(f"{stage}: {precisions[stage]} written ({size / 1e6:.1f} MB, fp32 {was / 1e6:.1f} MB)")
         shutil.rmtree(work, ignore_errors=True)
-        _copy_text(engine, tmp, new)
-        new["exporters"] = {**new.get("exporters", {}), **versions}
-        new["created"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        new["quantization"] = {
+        _copy_text(engine, tmp, new.text)
+        new.exporters = {**new.exporters, **versions}
+        new.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        new.quantization = {
             "source_engine": str(engine.resolve()),
             "source_manifest_sha256": _sha256(engine / MANIFEST),
             "target": target,
@@ -265,7 +260,7 @@ def quantize_engine(
             "calibration": calibration.record if calibration else None,
             "vinci_edge": __version__,
         }
-        write_manifest(tmp, new)
+        new.write(tmp)
     say(f"quantized engine written to {out} in {time.perf_counter() - started:.1f} s")
     return new
 
@@ -277,9 +272,8 @@ def _copy_stage(src: Path, dst: Path, file: str) -> None:
         shutil.copy2(data, dst / data.name)
 
 
-def _copy_text(src: Path, dst: Path, manifest: dict[str, Any]) -> None:
+def _copy_text(src: Path, dst: Path, text: TextEntry) -> None:
     """The embedding table and the tokenizer are not quantized: the table is memory-mapped and only
     the rows a prompt uses are read."""
-    text = manifest["text"]
-    shutil.copy2(src / text["embed_tokens"]["file"], dst / text["embed_tokens"]["file"])
-    shutil.copytree(src / text["tokenizer"], dst / text["tokenizer"])
+    shutil.copy2(src / text.embed_file, dst / text.embed_file)
+    shutil.copytree(src / text.tokenizer, dst / text.tokenizer)

@@ -14,11 +14,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from vinci_edge.profiling.svg import FONT, PALETTE, nice_ticks
+from vinci_edge import stages as st
 from vinci_edge.quantization.accuracy.inputs import TOWERS
+from vinci_edge.svg import FONT, PALETTE, nice_ticks
 
 FILES = ("accuracy.json", "accuracy.md", "accuracy.svg")
-STAGE_ORDER = (*TOWERS, "decoder")
+STAGE_ORDER = (*TOWERS, st.DECODER)
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
@@ -91,7 +92,7 @@ def markdown(report: dict[str, Any]) -> str:
     head = [
         "variant",
         "precision",
-        *(f"{s} cos / err" if s != "decoder" else "decoder logits cos / err" for s in stages),
+        *(f"{s} cos / err" if s != st.DECODER else "decoder logits cos / err" for s in stages),
     ]
     if has_llm:
         head += ["perplexity (vs fp32)", "goal", "top-1", "answers (prefix / tokens)"]

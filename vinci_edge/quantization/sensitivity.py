@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 
 from vinci_edge.errors import ConfigError
+from vinci_edge.manifest import DecoderSpec
 from vinci_edge.quantization import graph as g
 
 WINDOW_TOKENS = 256
@@ -56,7 +57,7 @@ def sweep_window(engine_dir: Path, texts: list[str], seed: int, n: int = WINDOW_
 
 
 def window_nll(
-    path: Path, spec: dict[str, Any], table: np.ndarray, window: list[int], optimization: str
+    path: Path, spec: DecoderSpec, table: np.ndarray, window: list[int], optimization: str
 ) -> np.ndarray:
     """Per-token NLL of `window` teacher-forced through the decoder graph at `path`."""
     from vinci_edge.quantization.accuracy.stats import token_nll

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vinci_edge.errors import EngineError, MissingDependencyError
+from vinci_edge.manifest import StageEntry
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -94,9 +95,10 @@ class OrtStage:
         name: str,
         path: Path,
         settings: SessionSettings,
-        spec: dict[str, Any] | None = None,
+        entry: StageEntry | None = None,
         max_batch: int | None = None,
     ):
+        """`entry`: the stage's manifest entry; the graph's I/O is checked against it."""
         self.name = name
         self.max_batch = max_batch
         self.session = make_session(path, settings)
@@ -104,9 +106,9 @@ class OrtStage:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_dtypes = {i.name: _np_dtype(i.type) for i in self.session.get_inputs()}
-        if spec is not None:
-            _check_io(name, spec, self.input_names, self.output_names)
-            _check_widths(name, spec, {o.name: o.shape for o in self.session.get_outputs()})
+        if entry is not None:
+            _check_io(name, entry, self.input_names, self.output_names)
+            _check_widths(name, entry, {o.name: o.shape for o in self.session.get_outputs()})
 
     def run(
         self, inputs: Mapping[str, np.ndarray], outputs: list[str] | None = None
@@ -125,26 +127,26 @@ def _np_dtype(ort_type: str) -> np.dtype:
     }.get(ort_type, np.dtype(np.float32))
 
 
-def _check_widths(name: str, spec: dict[str, Any], shapes: dict[str, list]) -> None:
+def _check_widths(name: str, entry: StageEntry, shapes: dict[str, list]) -> None:
     """Static output dims must be what the manifest says: a stage file copied in from another
     model's engine is caught here, not as a shape error deep inside the stitch."""
-    for out in spec.get("outputs", []):
-        got = shapes.get(out["name"])
-        want = out.get("shape")
+    for out in entry.outputs:
+        got = shapes.get(out.name)
+        want = out.shape
         if got is None or want is None or len(got) != len(want):
             continue
         for g, w in zip(got, want):
             if isinstance(g, int) and isinstance(w, int) and g != w:
                 raise EngineError(
-                    f"stage '{name}' output {out['name']} has shape {got}, the manifest says {want}: "
+                    f"stage '{name}' output {out.name} has shape {got}, the manifest says {want}: "
                     "the file comes from another model's engine",
                     hint="re-export the engine",
                 )
 
 
-def _check_io(name: str, spec: dict[str, Any], inputs: list[str], outputs: list[str]) -> None:
-    want_in = [i["name"] for i in spec.get("inputs", [])]
-    want_out = [o["name"] for o in spec.get("outputs", [])]
+def _check_io(name: str, entry: StageEntry, inputs: list[str], outputs: list[str]) -> None:
+    want_in = [i.name for i in entry.inputs]
+    want_out = [o.name for o in entry.outputs]
     if sorted(want_in) != sorted(inputs) or not set(want_out) <= set(outputs):
         raise EngineError(
             f"stage '{name}': the graph's inputs {inputs} / outputs {outputs} are not what the manifest "

@@ -11,21 +11,22 @@ are what the shared decode loop (`vinci_edge.generation.generate`) calls.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from vinci_edge import stages as st
 from vinci_edge.errors import EngineError, PromptError
+from vinci_edge.manifest import DecoderSpec
 from vinci_edge.runtime.backend import SessionSettings, import_onnxruntime, make_session
 
 
 class OrtDecoder:
-    name = "decoder"
+    name = st.DECODER
 
     def __init__(
         self,
         path: Path,
-        spec: dict[str, Any],
+        spec: DecoderSpec,
         settings: SessionSettings,
         context: int | None = None,
         embed_table: np.ndarray | None = None,
@@ -36,26 +37,24 @@ class OrtDecoder:
         self.embed_table = embed_table
         self.session = make_session(path, settings)
         self.provider = self.session.get_providers()[0]
-        self.dtype = np.float16 if spec["dtype"] == "float16" else np.float32
-        self.context = min(context or spec["max_context"], spec["max_context"])
+        self.dtype = np.float16 if spec.dtype == "float16" else np.float32
+        self.context = spec.max_context if context is None else min(context, spec.max_context)
         if self.context < 2:
             raise EngineError(f"a decoder context of {self.context} positions is too small")
         self.length = 0
 
         device = "cuda" if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
-        shape = (1, spec["kv_heads"], self.context, spec["head_dim"])
+        shape = (1, spec.kv_heads, self.context, spec.head_dim)
         self.io = self.session.io_binding()
         self.kv = []
-        for i in range(spec["num_layers"]):
+        for i in range(spec.num_layers):
             for kind in ("key", "value"):
                 buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, self.dtype, device, 0)
                 self.io.bind_ortvalue_input(f"past_{kind}_{i}", buf)
                 self.io.bind_ortvalue_output(f"present_{kind}_{i}", buf)
                 self.kv.append(buf)
         # Logits live in host memory whatever the provider: ORT copies the one row out for us.
-        self.logits = ort.OrtValue.ortvalue_from_shape_and_type(
-            (1, 1, spec["vocab_size"]), self.dtype, "cpu", 0
-        )
+        self.logits = ort.OrtValue.ortvalue_from_shape_and_type((1, 1, spec.vocab_size), self.dtype, "cpu", 0)
         self.io.bind_ortvalue_output("logits", self.logits)
 
     @property

@@ -11,58 +11,34 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vinci_edge.config import OmniVinciConfig
-from vinci_edge.errors import ConfigError, EngineError
-from vinci_edge.export.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, model_id
-from vinci_edge.stages import MEDIA_STAGES
-
-REEXPORT = "re-export it with `vinci-edge export --checkpoint CKPT --out DIR`"
+from vinci_edge.errors import EngineError
+from vinci_edge.manifest import MANIFEST, REEXPORT, Manifest, StageEntry
+from vinci_edge.stages import DECODER, MEDIA_STAGES
 
 
 @dataclass
 class Engine:
     folder: Path
-    manifest: dict[str, Any]
-    config: OmniVinciConfig
+    manifest: Manifest
 
     @classmethod
     def load(cls, folder: str | Path) -> Engine:
         folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise EngineError(
+                f"{folder} is a file, not an engine folder", hint="name the folder export wrote"
+            )
         if not folder.is_dir():
             raise EngineError(f"engine folder {folder} does not exist", hint=REEXPORT)
-        path = folder / MANIFEST
-        if not path.is_file():
+        if not (folder / MANIFEST).is_file():
             partial = folder.with_name(f".{folder.name}.partial")
             hint = "an export into it was interrupted; " + REEXPORT if partial.exists() else REEXPORT
             raise EngineError(f"{folder} has no {MANIFEST}: it is not a vinci-edge engine", hint=hint)
-        try:
-            manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EngineError(f"{path} is not valid JSON ({exc})", hint=REEXPORT) from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise EngineError(f"{path} is not a vinci-edge engine manifest", hint=REEXPORT)
-        version = manifest.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise EngineError(
-                f"engine schema version {version} is not the one this runtime reads ({SCHEMA_VERSION})",
-                hint="use the vinci-edge version that wrote it, or " + REEXPORT,
-            )
-        for key in ("model_config", "model_id", "stages", "text"):
-            if key not in manifest:
-                raise EngineError(f"{path} lacks '{key}'", hint=REEXPORT)
-        if model_id(manifest["model_config"]) != manifest["model_id"]:
-            raise EngineError(
-                "the manifest's model config does not match its model id (edited by hand?)", hint=REEXPORT
-            )
-        try:
-            config = OmniVinciConfig.from_dict(manifest["model_config"])
-        except ConfigError as exc:
-            raise EngineError(f"the engine's model config is invalid: {exc.message}", hint=REEXPORT) from exc
-        engine = cls(folder, manifest, config)
+        engine = cls(folder, Manifest.read(folder))
         engine._check_files()
         engine._check_cross_stage()
         return engine
@@ -70,14 +46,13 @@ class Engine:
     # ---- checks ---------------------------------------------------------------------------------------
     def _check_files(self) -> None:
         for name, stage in self.stages.items():
-            f = self.folder / stage["file"]
+            f = self.folder / stage.file
             if not f.is_file():
                 raise EngineError(
                     f"stage '{name}' file {f.name} is missing from {self.folder}", hint=REEXPORT
                 )
-            data = f.with_name(f.name + ".data")
-            if stage.get("external_data") and not data.is_file():
-                raise EngineError(f"{data.name} (weights of '{name}') is missing", hint=REEXPORT)
+            if stage.external_data and not (self.folder / stage.external_data).is_file():
+                raise EngineError(f"{stage.external_data} (weights of '{name}') is missing", hint=REEXPORT)
         if not self.embed_path.is_file():
             raise EngineError(f"{self.embed_path.name} is missing from {self.folder}", hint=REEXPORT)
         if (
@@ -90,14 +65,13 @@ class Engine:
         """Every stage must produce or take the LLM width; a folder mixing stages of different
         models would only fail later with a shape error deep inside a session."""
         d = self.config.hidden_size
-        widths = {"embed_tokens": self.manifest["text"]["embed_tokens"]["shape"][1]}
-        if "decoder" in self.stages:
-            widths["decoder"] = self.stages["decoder"]["spec"]["hidden_size"]
-        for name in ("vision", "audio", "image_projector"):
-            if name in self.stages:
-                out = next((o for o in self.stages[name]["outputs"] if o["name"] == "tokens"), None)
-                if out and isinstance(out["shape"][-1], int):
-                    widths[name] = out["shape"][-1]
+        widths = {"embed_tokens": self.manifest.text.embed_shape[1]}
+        if DECODER in self.stages:
+            widths[DECODER] = self.manifest.decoder.hidden_size
+        for name in MEDIA_STAGES:
+            out = self.stages[name].output("tokens") if name in self.stages else None
+            if out and out.shape and isinstance(out.shape[-1], int):
+                widths[name] = out.shape[-1]
         wrong = {k: v for k, v in widths.items() if v != d}
         if wrong:
             raise EngineError(
@@ -108,8 +82,12 @@ class Engine:
 
     # ---- access -----------------------------------------------------------------------------------------
     @property
-    def stages(self) -> dict[str, dict[str, Any]]:
-        return self.manifest["stages"]
+    def config(self) -> OmniVinciConfig:
+        return self.manifest.config
+
+    @property
+    def stages(self) -> dict[str, StageEntry]:
+        return self.manifest.stages
 
     def stage_path(self, name: str) -> Path:
         if name not in self.stages:
@@ -117,7 +95,7 @@ class Engine:
                 f"this engine has no '{name}' stage (it has {', '.join(self.stages) or 'none'})",
                 hint=f"export it: `vinci-edge export ... --stages {name}` (or all stages)",
             )
-        return self.folder / self.stages[name]["file"]
+        return self.folder / self.stages[name].file
 
     def require(self, name: str, why: str) -> None:
         if name not in self.stages:
@@ -132,19 +110,19 @@ class Engine:
         each media stage was exported and quantized."""
         media = {k: self.stages[k] for k in MEDIA_STAGES if k in self.stages}
         record = {
-            "source": self.manifest.get("source", {}).get("fingerprint"),
-            "stages": {k: [e.get("file"), e.get("dtype"), e.get("precision")] for k, e in media.items()},
-            "precision": {k: v for k, v in self.manifest.get("precision", {}).items() if k in media},
+            "source": self.manifest.source.get("fingerprint"),
+            "stages": {k: [e.file, e.dtype, self.manifest.precision_of(k)] for k, e in media.items()},
+            "precision": {k: v for k, v in self.manifest.precision.items() if k in media},
         }
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
     def embed_path(self) -> Path:
-        return self.folder / self.manifest["text"]["embed_tokens"]["file"]
+        return self.folder / self.manifest.text.embed_file
 
     @property
     def tokenizer_dir(self) -> Path:
-        return self.folder / self.manifest["text"]["tokenizer"]
+        return self.folder / self.manifest.text.tokenizer
 
     def embed_table(self) -> np.ndarray:
         """The text embedding table, memory-mapped: only rows that are used are read."""

@@ -56,11 +56,13 @@ class EngineStages:
         settings = SessionSettings(
             provider=self.providers[name],
             threads=self.threads,
-            optimization=spec.get("ort_optimization", "all"),
+            optimization=spec.ort_optimization,
         )
         with self._load_metrics().stage(m.LOAD, stage=name) as attrs:
             if name == st.DECODER:
-                runner = OrtDecoder(path, spec["spec"], settings, self.context, self.text_table)
+                runner = OrtDecoder(
+                    path, self.engine.manifest.decoder, settings, self.context, self.text_table
+                )
             else:
                 runner = OrtStage(name, path, settings, spec, MAX_BATCH.get(name))
             attrs["provider"] = runner.provider

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vinci_edge import stages as st
 from vinci_edge.errors import MediaError
 from vinci_edge.progress import Progress
 from vinci_edge.quantization.accuracy.settings import AccuracySettings, read_text
 
-TOWERS = ("vision", "audio", "image_projector")
+TOWERS = (st.VISION, st.AUDIO, st.IMAGE_PROJECTOR)
 FRAME_BATCH = 8  # as the runtime's MediaEncoders
 CHUNK_BATCH = 4
 
@@ -44,13 +45,13 @@ def prepare_inputs(pipe, settings: AccuracySettings, say: Progress) -> Inputs:
 
     out = Inputs()
     stages = pipe.engine.stages
-    if "vision" in stages and settings.video is not None:
+    if st.VISION in stages and settings.video is not None:
         req = pipe.prepare("x", metrics=m.Metrics(), video=settings.video, num_frames=settings.num_frames)
         frames = req.frames
-        out.towers["vision"] = _batches("pixel_values", frames, FRAME_BATCH)
-        out.described["vision"] = f"{frames.shape[0]} frames of {Path(settings.video).name}"
+        out.towers[st.VISION] = _batches("pixel_values", frames, FRAME_BATCH)
+        out.described[st.VISION] = f"{frames.shape[0]} frames of {Path(settings.video).name}"
         say(f"inputs: {out.described['vision']}")
-    if "audio" in stages and pipe.cfg.has_sound:
+    if st.AUDIO in stages and pipe.cfg.has_sound:
         # The clip's soundtrack (what a video request feeds the audio stage) and the audio file.
         chunks, names = [], []
         for kind, src in (("video", settings.video), ("audio", settings.audio)):
@@ -61,14 +62,14 @@ def prepare_inputs(pipe, settings: AccuracySettings, say: Progress) -> Inputs:
                 chunks.append(req.mel_chunks)
                 names.append(f"{req.mel_chunks.shape[0]} of {Path(src).name}")
         if chunks:
-            out.towers["audio"] = _batches("mel", np.concatenate(chunks), CHUNK_BATCH)
-            out.described["audio"] = f"mel chunks: {' + '.join(names)}"
+            out.towers[st.AUDIO] = _batches("mel", np.concatenate(chunks), CHUNK_BATCH)
+            out.described[st.AUDIO] = f"mel chunks: {' + '.join(names)}"
             say(f"inputs: {out.described['audio']}")
-    if "image_projector" in stages and "vision" in stages and settings.image is not None:
+    if st.IMAGE_PROJECTOR in stages and st.VISION in stages and settings.image is not None:
         req = pipe.prepare("x", metrics=m.Metrics(), image=settings.image)
         im = req.images[0]
         if im.block_size is not None:  # dynamic S2: the projector sees merged fp32 vision features
-            vision = pipe.runner("vision")
+            vision = pipe.runner(st.VISION)
             feats = np.concatenate(
                 [
                     vision.run({"pixel_values": im.pixels[i : i + FRAME_BATCH]}, ["features"])["features"]
@@ -78,17 +79,17 @@ def prepare_inputs(pipe, settings: AccuracySettings, say: Progress) -> Inputs:
             blocks, _ = merge_image_features(
                 feats, pipe.cfg.s2_scales, im.block_size, pipe.cfg.s2_resize_output_to_scale_idx
             )
-            out.towers["image_projector"] = [{"features": blocks}]
-            out.described["image_projector"] = (
+            out.towers[st.IMAGE_PROJECTOR] = [{"features": blocks}]
+            out.described[st.IMAGE_PROJECTOR] = (
                 f"{blocks.shape[0]} S2 blocks of {Path(settings.image).name} (fp32 vision features)"
             )
             say(f"inputs: {out.described['image_projector']}")
-    if settings.decoder and "decoder" in stages:
+    if settings.decoder and st.DECODER in stages:
         text = read_text(Path(settings.text))
         out.windows = text_windows(
             pipe.tokenizer, text, settings.text_tokens, settings.text_windows, settings.text_offset
         )
-        out.described["decoder"] = (
+        out.described[st.DECODER] = (
             f"{len(out.windows)} x {settings.text_tokens} tokens of {Path(settings.text).name}"
             f" from token {settings.text_offset}"
         )

@@ -63,7 +63,7 @@ def measure(
         "schema": "vinci-edge/quant-accuracy/1",
         "vinci_edge": __version__,
         "fp32_engine": str(fp32.resolve()),
-        "model_id": ref_manifest["model_id"],
+        "model_id": ref_manifest.model_id,
         "settings": settings.record(),
         "inputs": inputs.described,
         "fp32": {

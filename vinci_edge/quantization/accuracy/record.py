@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from vinci_edge import stages as st
+from vinci_edge.manifest import Manifest
 from vinci_edge.quantization.accuracy.engines import engine_sizes, precisions_of
 from vinci_edge.quantization.accuracy.inputs import Inputs
 from vinci_edge.quantization.accuracy.run import Outputs
@@ -33,7 +35,7 @@ PERPLEXITY_GOALS = {
 def variant_entry(
     label: str,
     folder: Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     ref: Outputs,
     got: Outputs,
     inputs: Inputs,
@@ -46,13 +48,13 @@ def variant_entry(
     sizes = engine_sizes(folder, manifest)
     stages = _stage_entries(manifest, prec, sizes, ref_sizes, ref, got, inputs)
     llm = _llm_entry(ref, got, inputs, ref_ppl) if ref.logits is not None else None
-    goal = _goal(llm, prec.get("decoder", {}).get("precision", "fp32"))
-    source = manifest.get("quantization", {}).get("source_manifest_sha256")
+    goal = _goal(llm, prec.get(st.DECODER, {}).get("precision", "fp32"))
+    source = (manifest.quantization or {}).get("source_manifest_sha256")
     return {
         "name": label,
         "engine": str(Path(folder).resolve()),
         "precision": {s: p["precision"] for s, p in prec.items()},
-        "quantization": manifest.get("quantization"),
+        "quantization": manifest.quantization,
         "from_this_fp32": source == ref_sha if source else None,
         "stages": stages,
         "llm": llm,
@@ -79,7 +81,7 @@ def failed_entry(label: str, folder: str | Path, precision: str, error: str) -> 
 
 
 def _stage_entries(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     prec: dict[str, dict[str, str]],
     sizes: dict[str, Any],
     ref_sizes: dict[str, Any],
@@ -89,7 +91,7 @@ def _stage_entries(
 ) -> dict[str, Any]:
     """stage -> precision, method, size and, for the stages compared, the output statistics."""
     stages: dict[str, Any] = {}
-    for stage in manifest["stages"]:
+    for stage in manifest.stages:
         entry: dict[str, Any] = {
             **prec[stage],
             "bytes": sizes["stages"][stage],
@@ -98,9 +100,9 @@ def _stage_entries(
         if stage in ref.towers:
             entry.update(compare(ref.towers[stage], got.towers[stage]))
             entry["inputs"] = inputs.described[stage]
-        elif stage == "decoder" and ref.logits is not None:
+        elif stage == st.DECODER and ref.logits is not None:
             entry.update(compare(ref.logits, got.logits))
-            entry["inputs"] = inputs.described["decoder"]
+            entry["inputs"] = inputs.described[st.DECODER]
             entry["compared"] = "logits"
         stages[stage] = entry
     return stages

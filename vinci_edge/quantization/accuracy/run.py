@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from vinci_edge import stages as st
 from vinci_edge.progress import Progress
 from vinci_edge.quantization.accuracy.inputs import Inputs
 from vinci_edge.quantization.accuracy.settings import AccuracySettings, Prompt
@@ -67,9 +68,9 @@ def _usable_prompts(pipe, settings: AccuracySettings) -> list[Prompt]:
             return True
         if getattr(settings, p.media) is None:
             return False
-        if p.media == "audio":
-            return "audio" in stages and pipe.cfg.has_sound
-        return "vision" in stages  # video, image
+        if p.media == st.AUDIO:
+            return st.AUDIO in stages and pipe.cfg.has_sound
+        return st.VISION in stages  # video, image
 
     return [p for p in settings.prompts if usable(p)]
 

@@ -40,7 +40,7 @@ def decoder_logits(
             hint="pass a smaller --tokens",
         )
     decoder.reset()
-    rows = np.empty((len(window) - 1, decoder.spec["vocab_size"]), np.float32)
+    rows = np.empty((len(window) - 1, decoder.spec.vocab_size), np.float32)
     for i, tok in enumerate(window[:-1]):
         rows[i] = decoder.append(table[tok][None])  # copied: append returns a view of its buffer
         if progress is not None:

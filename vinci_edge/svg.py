@@ -1,4 +1,5 @@
-"""Small inline-SVG charts for the HTML report: stacked horizontal bars and a line chart.
+"""Small inline-SVG charts for the HTML reports (profile, quant-report): stacked horizontal bars and a
+line chart.
 
 Hand-written so the runtime needs no plotting library; each function returns one `<svg>` element.
 """

@@ -1,0 +1,349 @@
+"""manifest.json, typed: the only contract between export, quantization and the runtime.
+
+An engine folder's manifest records the schema version, the whole model config, every stage's file
+and I/O (names, shapes, dtypes), precision, opset, the decoder's spec, the CRTE and TEG parameters,
+the source checkpoint's fingerprint and the exporter versions. Export writes a `Manifest`,
+quantization reads one and writes another, the runtime reads one and nothing else about the model.
+
+`Manifest.read(folder)` checks every key it reads and refuses a folder it cannot honour with one
+`EngineError` saying what to do: a missing or unreadable manifest, another format or schema version,
+a hand-edited model config, a stage entry lacking a key or holding one of the wrong type. The JSON
+layout is unchanged from schema 1 (engines written before this module load as they are).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vinci_edge.config import OmniVinciConfig
+from vinci_edge.errors import ConfigError, EngineError
+from vinci_edge.stages import DECODER, STAGE_NAMES
+
+SCHEMA_VERSION = 1
+FORMAT = "vinci-edge-engine"
+MANIFEST = "manifest.json"
+REEXPORT = "re-export it with `vinci-edge export --checkpoint CKPT --out DIR`"
+
+
+def model_id(model_config: dict[str, Any]) -> str:
+    """A stable hash of the model config: two engines with the same id are the same model."""
+    blob = json.dumps(model_config, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# Entries
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output: its name, and its shape (ints, or names of dynamic axes) and
+    dtype when the exporter recorded them."""
+
+    name: str
+    shape: list[int | str] | None = None
+    dtype: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> TensorInfo:
+        d = _object(d, where)
+        return cls(_get(d, "name", str, where), _opt(d, "shape", list, where), _opt(d, "dtype", str, where))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.shape is not None:
+            out["shape"] = self.shape
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        return out
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """What the runtime needs to drive the decoder graph."""
+
+    num_layers: int
+    num_heads: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    max_context: int
+    dtype: str  # "float32" | "float16"
+    attention: str = "gqa"  # com.microsoft GroupQueryAttention, KV buffers shared in place
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> DecoderSpec:
+        d = _object(d, where)
+        ints = {k: _get(d, k, int, where) for k in _DECODER_INTS}
+        return cls(**ints, dtype=_get(d, "dtype", str, where), attention=d.get("attention", "gqa"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def input_names(self) -> list[str]:
+        names = ["inputs_embeds", "seqlens_k", "total_sequence_length"]
+        for i in range(self.num_layers):
+            names += [f"past_key_{i}", f"past_value_{i}"]
+        return names
+
+
+_DECODER_INTS = (
+    "num_layers",
+    "num_heads",
+    "kv_heads",
+    "head_dim",
+    "hidden_size",
+    "vocab_size",
+    "max_context",
+)
+
+
+@dataclass
+class StageEntry:
+    """One stage graph of the engine."""
+
+    file: str
+    dtype: str  # the graph's float type: "float32" | "float16"
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    opset: int | None = None
+    exporter: str | None = None
+    external_data: str | None = None  # the weights file beside `file`, when the weights are outside it
+    decoder: DecoderSpec | None = None  # the decoder stage's spec (JSON key "spec")
+    precision: str | None = None  # set by quantize: "int8", "int4", ... (None: as exported)
+    ort_optimization: str = "all"  # ONNX Runtime graph optimization the graph needs ("basic" for FP8)
+
+    @classmethod
+    def from_dict(cls, name: str, d: Any) -> StageEntry:
+        where = f"stage '{name}'"
+        d = _object(d, where)
+        entry = cls(
+            file=_get(d, "file", str, where),
+            dtype=_get(d, "dtype", str, where),
+            inputs=[TensorInfo.from_dict(t, f"{where} input") for t in _get(d, "inputs", list, where)],
+            outputs=[TensorInfo.from_dict(t, f"{where} output") for t in _get(d, "outputs", list, where)],
+            opset=_opt(d, "opset", int, where),
+            exporter=_opt(d, "exporter", str, where),
+            external_data=_opt(d, "external_data", str, where),
+            precision=_opt(d, "precision", str, where),
+            ort_optimization=_opt(d, "ort_optimization", str, where) or "all",
+        )
+        if name == DECODER:
+            entry.decoder = DecoderSpec.from_dict(_get(d, "spec", dict, where), f"{where} spec")
+        return entry
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": self.file, "dtype": self.dtype}
+        for key in ("opset", "exporter"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out["inputs"] = [t.to_dict() for t in self.inputs]
+        out["outputs"] = [t.to_dict() for t in self.outputs]
+        out["external_data"] = self.external_data
+        if self.decoder is not None:
+            out["spec"] = self.decoder.to_dict()
+        if self.precision is not None:
+            out["precision"] = self.precision
+        if self.ort_optimization != "all":
+            out["ort_optimization"] = self.ort_optimization
+        return out
+
+    def output(self, name: str) -> TensorInfo | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+
+@dataclass(frozen=True)
+class TextEntry:
+    """The text embedding table (memory-mapped by the runtime) and the tokenizer folder."""
+
+    embed_file: str
+    embed_shape: tuple[int, int]
+    embed_dtype: str
+    tokenizer: str
+
+    @classmethod
+    def from_dict(cls, d: Any) -> TextEntry:
+        d = _object(d, "text")
+        embed = _object(_get(d, "embed_tokens", dict, "text"), "text.embed_tokens")
+        shape = _get(embed, "shape", list, "text.embed_tokens")
+        if len(shape) != 2 or not all(isinstance(n, int) for n in shape):
+            raise EngineError(f"text.embed_tokens.shape {shape} is not (vocab, width)", hint=REEXPORT)
+        return cls(
+            _get(embed, "file", str, "text.embed_tokens"),
+            (shape[0], shape[1]),
+            _get(embed, "dtype", str, "text.embed_tokens"),
+            _get(d, "tokenizer", str, "text"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        embed = {"file": self.embed_file, "shape": list(self.embed_shape), "dtype": self.embed_dtype}
+        return {"embed_tokens": embed, "tokenizer": self.tokenizer}
+
+
+# --------------------------------------------------------------------------------------------------
+# The manifest
+
+
+@dataclass
+class Manifest:
+    model_config: dict[str, Any]
+    stages: dict[str, StageEntry]  # by stage name (vinci_edge.stages), in export order
+    text: TextEntry
+    source: dict[str, Any]  # checkpoint path, fingerprint, LLM architecture
+    exporters: dict[str, str]  # tool versions
+    precision: dict[str, dict[str, Any]]  # per stage: dtype, precision, method, tool, calibration, ...
+    created: str = ""
+    teg: dict[str, Any] = field(default_factory=dict)  # written out for people; derived from the config
+    crte: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] | None = None  # what `vinci-edge quantize` did, when it made this engine
+    config: OmniVinciConfig = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            self.config = OmniVinciConfig.from_dict(self.model_config)
+        except ConfigError as exc:
+            raise EngineError(f"the engine's model config is invalid: {exc.message}", hint=REEXPORT) from exc
+
+    @property
+    def model_id(self) -> str:
+        return model_id(self.model_config)
+
+    @property
+    def decoder(self) -> DecoderSpec:
+        """The decoder stage's spec (the engine must have the decoder stage)."""
+        entry = self.stages.get(DECODER)
+        if entry is None or entry.decoder is None:
+            raise EngineError("this engine has no decoder stage", hint=REEXPORT)
+        return entry.decoder
+
+    def precision_of(self, stage: str) -> str:
+        """ "fp32" / "fp16" as exported, else the quantized precision ("int8", "int4", ...)."""
+        entry = self.stages[stage]
+        return entry.precision or ("fp16" if entry.dtype == "float16" else "fp32")
+
+    # ---- JSON ----------------------------------------------------------------------------------------
+    @classmethod
+    def read(cls, folder: str | Path) -> Manifest:
+        """The manifest of an engine folder, every key checked (see the module docstring)."""
+        folder = Path(folder)
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise EngineError(f"{folder} has no {MANIFEST}: it is not a vinci-edge engine", hint=REEXPORT)
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EngineError(f"{path} is not valid JSON ({exc})", hint=REEXPORT) from exc
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = MANIFEST) -> Manifest:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise EngineError(f"{where} is not a vinci-edge engine manifest", hint=REEXPORT)
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise EngineError(
+                f"engine schema version {version} is not the one this runtime reads ({SCHEMA_VERSION})",
+                hint="use the vinci-edge version that wrote it, or " + REEXPORT,
+            )
+        for key in ("model_config", "model_id", "stages", "text"):
+            if key not in d:
+                raise EngineError(f"{where} lacks '{key}'", hint=REEXPORT)
+        if model_id(d["model_config"]) != d["model_id"]:
+            raise EngineError(
+                "the manifest's model config does not match its model id (edited by hand?)", hint=REEXPORT
+            )
+        stages = _object(d["stages"], "stages")
+        unknown = [s for s in stages if s not in STAGE_NAMES]
+        if unknown:
+            raise EngineError(
+                f"{where} names unknown stage(s) {unknown} (this runtime knows {', '.join(STAGE_NAMES)})",
+                hint="use the vinci-edge version that wrote it, or " + REEXPORT,
+            )
+        return cls(
+            model_config=_object(d["model_config"], "model_config"),
+            stages={name: StageEntry.from_dict(name, e) for name, e in stages.items()},
+            text=TextEntry.from_dict(d["text"]),
+            source=_object(d.get("source", {}), "source"),
+            exporters=_object(d.get("exporters", {}), "exporters"),
+            precision=_object(d.get("precision", {}), "precision"),
+            created=d.get("created", ""),
+            teg=d.get("teg", {}),
+            crte=d.get("crte", {}),
+            quantization=d.get("quantization"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "model_id": self.model_id,
+            "model_config": self.model_config,
+            "source": self.source,
+            "exporters": self.exporters,
+            "precision": self.precision,
+            "stages": {name: e.to_dict() for name, e in self.stages.items()},
+            "text": self.text.to_dict(),
+            "teg": self.teg,
+            "crte": self.crte,
+        }
+        if self.quantization is not None:
+            out["quantization"] = self.quantization
+        return out
+
+    def write(self, folder: Path) -> None:
+        (folder / MANIFEST).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def timeline_params(cfg: OmniVinciConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The TEG and CRTE settings (`Manifest.teg`, `.crte`), written out for people and tools; the
+    runtime derives them from the model config, so they can never disagree with it."""
+    teg = {
+        "load_audio_in_video": cfg.load_audio_in_video,
+        "interleaved": cfg.interleaved_vis_aud_in_video,
+        "segment_duration": cfg.segment_duration,
+        "num_video_frames": cfg.num_video_frames,
+        "audio_sampling_rate": cfg.audio_sampling_rate,
+        "audio_hop_length": cfg.audio_hop_length,
+        "audio_chunk_length": cfg.audio_chunk_length,
+        "tokens_per_frame": cfg.tokens_per_frame,
+        "audio_tokens_per_chunk": cfg.audio_tokens_per_chunk,
+    }
+    crte = {
+        "video": cfg.video_encoder.time.to_dict() if cfg.video_encoder.time else None,
+        "audio": cfg.sound_encoder.time.to_dict() if cfg.sound_encoder.time else None,
+    }
+    return teg, crte
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading keys
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EngineError(f"the manifest's {where} is not an object", hint=REEXPORT)
+    return value
+
+
+def _get(d: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in d:
+        raise EngineError(f"the manifest's {where} lacks '{key}'", hint=REEXPORT)
+    return _typed(d[key], key, kind, where)
+
+
+def _opt(d: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    return None if d.get(key) is None else _typed(d[key], key, kind, where)
+
+
+def _typed(value: Any, key: str, kind: type, where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise EngineError(
+            f"the manifest's {where} '{key}' is {type(value).__name__}, not {kind.__name__}", hint=REEXPORT
+        )
+    return value
