@@ -57,7 +57,7 @@ EXTRAS = {
     ],
     # The peers of benchmarks/bench_peers.py (not needed by vinci-edge itself).
     "bench": ["optimum>=2.1,<2.2", "optimum-onnx>=0.1,<0.2", "xllamacpp"],
-    "dev": ["pytest>=8", "ruff>=0.6"],
+    "dev": ["pytest>=8", "ruff>=0.6", "import-linter>=2.1"],
 }
 
 # --------------------------------------------------------------------------------------------------
