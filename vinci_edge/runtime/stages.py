@@ -14,6 +14,7 @@ import numpy as np
 
 from vinci_edge import metrics as m
 from vinci_edge import stages as st
+from vinci_edge.errors import EngineError
 from vinci_edge.runtime.backend import OrtStage, SessionSettings, resolve_provider
 from vinci_edge.runtime.decoder import OrtDecoder
 from vinci_edge.runtime.engine import Engine
@@ -35,6 +36,12 @@ class EngineStages:
     ) -> None:
         """`load_metrics` returns the Metrics that session creation is timed into (looked up at each
         creation, so a profiler can swap it)."""
+        unknown = sorted(set(stage_providers or {}) - set(st.STAGE_NAMES))
+        if unknown:
+            raise EngineError(
+                f"stage provider(s) given for unknown stage(s) {', '.join(unknown)}",
+                hint=f"the stages are {', '.join(st.STAGE_NAMES)}",
+            )
         self.engine = engine
         self.text_table = text_table
         self.providers = {
