@@ -43,6 +43,16 @@ def _gen_config(args: argparse.Namespace):
     )
 
 
+def _media(args: argparse.Namespace) -> dict:
+    """The request's media options, as `ask` / `answer` take them."""
+    return {"video": args.video, "audio": args.audio, "image": args.image, "num_frames": args.num_frames}
+
+
+def _on_text(args: argparse.Namespace):
+    """The answer streams to stdout as it is generated, unless --json prints it whole at the end."""
+    return None if args.json else (lambda s: print(s, end="", flush=True))
+
+
 def _print_answer(answer, as_json: bool) -> None:
     if as_json:
         print(json.dumps(answer.to_json(), indent=None))
@@ -94,17 +104,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from vinci_edge.model.reference import Reference
 
     ref = Reference.from_checkpoint(args.checkpoint, dtype=args.dtype, native_stitch=args.native_stitch)
-    on_text = None if args.json else (lambda s: print(s, end="", flush=True))
-    answer = ref.answer(
-        args.prompt,
-        _gen_config(args),
-        on_text=on_text,
-        video=args.video,
-        audio=args.audio,
-        image=args.image,
-        num_frames=args.num_frames,
+    _print_answer(
+        ref.answer(args.prompt, _gen_config(args), on_text=_on_text(args), **_media(args)), args.json
     )
-    _print_answer(answer, args.json)
     return 0
 
 
@@ -135,17 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         context=args.context,
     )
-    on_text = None if args.json else (lambda s: print(s, end="", flush=True))
-    answer = pipe.ask(
-        args.prompt,
-        _gen_config(args),
-        on_text=on_text,
-        video=args.video,
-        audio=args.audio,
-        image=args.image,
-        num_frames=args.num_frames,
-    )
-    _print_answer(answer, args.json)
+    _print_answer(pipe.ask(args.prompt, _gen_config(args), on_text=_on_text(args), **_media(args)), args.json)
     return 0
 
 

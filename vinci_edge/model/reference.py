@@ -111,18 +111,10 @@ class Reference:
         tokenizer = TextTokenizer.from_folder(Path(checkpoint) / "llm")
         return cls(model, tokenizer, encoders=f"{fingerprint(checkpoint)}:{dtype}")
 
-    def prepare(
-        self,
-        question: str,
-        metrics: m.Metrics | None = None,
-        video: str | Path | None = None,
-        audio: str | Path | None = None,
-        image: str | Path | None = None,
-        num_frames: int | None = None,
-        system_prompt: str | None = None,
-    ) -> Prompt:
-        sources = {Kind.VIDEO: video, Kind.AUDIO: audio, Kind.IMAGE: image}
-        return self.prompts.build(question, metrics or m.Metrics(), sources, system_prompt, num_frames)
+    def prepare(self, question: str, metrics: m.Metrics | None = None, **options: Any) -> Prompt:
+        """The prompt for a question and its media (`PromptBuilder.build`'s options: video, audio,
+        image, num_frames, system_prompt)."""
+        return self.prompts.build(question, metrics or m.Metrics(), **options)
 
     @torch.inference_mode()
     def banks(self, prompt: Prompt, metrics: m.Metrics) -> dict[Kind, torch.Tensor]:

@@ -79,12 +79,15 @@ class PromptBuilder:
         self,
         question: str,
         metrics: m.Metrics,
-        sources: dict[Kind, str | os.PathLike[str]],
-        system_prompt: str | None = None,
+        video: str | os.PathLike[str] | None = None,
+        audio: str | os.PathLike[str] | None = None,
+        image: str | os.PathLike[str] | None = None,
         num_frames: int | None = None,
+        system_prompt: str | None = None,
     ) -> Prompt:
         """Media appear in the prompt in the order of `modalities_for` (image, video, audio), then the
         question."""
+        sources = {Kind.VIDEO: video, Kind.AUDIO: audio, Kind.IMAGE: image}
         ctx = Context(self.encoders, num_frames)
         media: list[MediaChunk] = []
         info: list[dict[str, Any]] = []

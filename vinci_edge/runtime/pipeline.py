@@ -27,7 +27,6 @@ from vinci_edge import crte
 from vinci_edge import metrics as m
 from vinci_edge import stages as st
 from vinci_edge.generation import Answer, GenerationConfig, consume, fit_context, generate
-from vinci_edge.kinds import Kind
 from vinci_edge.request.encode import EncodedCache, encode_banks
 from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.runtime.decoder import OrtDecoder
@@ -86,25 +85,15 @@ class Pipeline:
             self.stages[name]
 
     # ---- one request -----------------------------------------------------------------------------------
-    def prepare(
-        self,
-        question: str,
-        metrics: m.Metrics | None = None,
-        video: str | Path | None = None,
-        audio: str | Path | None = None,
-        image: str | Path | None = None,
-        num_frames: int | None = None,
-        system_prompt: str | None = None,
-    ) -> Prompt:
-        """The prompt for a question and its media files (checked against the engine's stages first)."""
-        sources = {Kind.VIDEO: video, Kind.AUDIO: audio, Kind.IMAGE: image}
-        for kind, source in sources.items():
-            if source is not None:
-                modality = self.prompts.modalities[kind]
+    def prepare(self, question: str, metrics: m.Metrics | None = None, **options: Any) -> Prompt:
+        """The prompt for a question and its media (`PromptBuilder.build`'s options: video, audio,
+        image, num_frames, system_prompt), the engine's stages checked against the media first."""
+        for kind, modality in self.prompts.modalities.items():
+            if options.get(kind.label) is not None:
                 for stage in modality.stages:
                     self.engine.require(stage, f"the request has {modality.noun}")
         self.engine.require(st.DECODER, "answering needs the LLM")
-        return self.prompts.build(question, metrics or m.Metrics(), sources, system_prompt, num_frames)
+        return self.prompts.build(question, metrics or m.Metrics(), **options)
 
     def inputs_embeds(self, prompt: Prompt, metrics: m.Metrics) -> np.ndarray:
         """The decoder's input: every media chunk encoded (or taken from the cache), then stitched."""
