@@ -105,7 +105,7 @@ class PromptBuilder:
             input_ids = self.tokenizer.encode(text)
             chunks = split_at_placeholders(input_ids, media, self.marker_ids())
             plan = layout([c.item() for c in chunks], self.cfg, self.tokenizer.encode)
-        return Prompt(chunks, plan, input_ids, text, cleaned + warnings, info)
+        return Prompt(chunks, plan, input_ids, text, warnings + cleaned, info)
 
     def marker_ids(self) -> dict[Kind, int]:
         return {k: self.tokenizer.token_id(v) for k, v in tokens.MEDIA_TOKENS.items()}
