@@ -13,7 +13,7 @@
  * Sources are indexed by the plan's kind: 0 TEXT (the embedding table), 1 VIDEO, 2 AUDIO, 3 IMAGE
  * (vinci_edge.timeline). A source with len_a == len_b == 0 is a plain gather (text, images, an
  * encoder without time embedding). Angles, cos/sin and the rotation are computed in double and
- * rounded once to the output dtype, as the numpy reference (vinci_edge.runtime.stitch) does.
+ * rounded once to the output dtype, as the numpy reference (vinci_edge.stitch.numpy_stitch) does.
  *
  * A plain C ABI (no C++ types, no exceptions across it) so the library loads through ctypes with no
  * Python headers at build time, and links into any C/C++ host (an ONNX Runtime or TensorRT plugin).

@@ -1,6 +1,6 @@
 // The CRTE arithmetic shared by the C++ CPU kernel and the CUDA kernel: one definition of the angle,
 // the pair rotation and the fp16 conversions, so both kernels round exactly the same way and match the
-// numpy reference (vinci_edge/crte.py, vinci_edge/runtime/stitch.py).
+// numpy reference (vinci_edge/crte.py, vinci_edge/stitch/numpy_stitch.py).
 //
 // Precision contract (the reference's): angles, cos/sin and the rotation are double; the result is
 // rounded ONCE to the output type (round to nearest even). No fused multiply-add may be formed: numpy
