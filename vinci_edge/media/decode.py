@@ -48,7 +48,12 @@ class DecodedAudio:
 
 @dataclass
 class DecodedVideo:
-    """The sampled frames of a video, where they come from, and its audio track."""
+    """The sampled frames of a video, where they come from, and its audio track.
+
+    Each warning is in one place, with what it is about: `warnings` holds those about the video
+    stream and about a missing or unusable audio track; the track's own (damaged packets) are in
+    `audio.warnings`. A caller that shows both lists shows each problem once.
+    """
 
     frames: list[np.ndarray]  # RGB uint8 HxWx3, in order; duplicates kept for short clips
     frame_indices: np.ndarray  # int64 source index of each kept frame
@@ -395,7 +400,9 @@ def _frames_at(targets: np.ndarray, decoded: dict[int, av.VideoFrame]) -> tuple[
 
 
 def _video_audio(path: Path, sample_rate: int, warnings: list[str]) -> DecodedAudio | None:
-    """The audio track of a video, or None (with a warning) when it has none or it is unusable."""
+    """The audio track of a video, or None (with a warning in `warnings`) when it has none or it is
+    unusable. The track's own warnings stay in its `DecodedAudio.warnings` and are not copied into
+    `warnings`: a caller that reports both lists (the request layer does) would report them twice."""
     with _open(path) as container:
         if not container.streams.audio:
             warnings.append(NO_AUDIO_WARNING)
@@ -407,7 +414,6 @@ def _video_audio(path: Path, sample_rate: int, warnings: list[str]) -> DecodedAu
                 f"the audio track could not be used ({exc.message}): answering from the frames only"
             )
             return None
-    warnings.extend(audio.warnings)
     return audio
 
 
