@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from vinci_edge.errors import MediaError
 from vinci_edge.media import (
@@ -324,6 +324,44 @@ def test_cover_art_is_not_a_video(tmp_path):
     with raises_media_error("no video stream"):
         decode_video(path, 8)
     assert decode_audio(path).duration == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".webp", ".tiff", ".gif"])
+def test_a_still_image_is_not_a_video(tmp_path, suffix):
+    if suffix == ".webp" and not features.check("webp"):
+        pytest.skip("this Pillow has no WebP support")
+    # FFmpeg reads a picture as a one-frame stream; sampled, it became copies of one frame at t = 0.
+    path = tmp_path / f"picture{suffix}"
+    Image.fromarray(pattern_frame(0, 1, 96, 64)).save(path)
+    with raises_media_error("is an image") as info:
+        decode_video(path, 4)
+    assert str(path) in info.value.message
+    assert "--image" in info.value.hint and "image=" in info.value.hint
+    assert decode_image(path).shape == (64, 96, 3)  # the way the hint points to works
+
+
+def test_one_frame_videos_and_animations_are_videos(tmp_path):
+    # What a file is comes from its container: a one-frame clip in a video container is a video,
+    # even with a picture codec (PNG or MJPEG in a .mov); an animated GIF is a moving picture.
+    clips = [make_test_clip(tmp_path / "one.mp4", seconds=0.1, fps=10, audio=False)]
+    for codec, pix_fmt in (("png", "rgb24"), ("mjpeg", "yuvj420p")):
+        clips.append(tmp_path / f"one_{codec}.mov")
+        with av.open(str(clips[-1]), "w") as out:
+            stream = out.add_stream(codec, rate=25)
+            stream.width, stream.height, stream.pix_fmt = 160, 120, pix_fmt
+            frame = av.VideoFrame.from_ndarray(pattern_frame(0, 1, 160, 120), format="rgb24")
+            frame.pts = 0
+            out.mux(stream.encode(frame.reformat(format=pix_fmt)))
+            out.mux(stream.encode(None))
+    for path in clips:
+        video = decode_video(path, 4, load_audio=False)
+        assert video.n_source_frames == 1 and video.frame_indices.tolist() == [0, 0, 0, 0]
+        assert [read_frame_number(f) for f in video.frames] == [0, 0, 0, 0]
+
+    gif = tmp_path / "moving.gif"
+    pictures = [Image.fromarray(pattern_frame(k, 3, 96, 64)) for k in range(3)]
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=100)
+    assert decode_video(gif, 3, load_audio=False).n_source_frames == 3
 
 
 def test_video_without_audio_asked_as_audio(tmp_path):

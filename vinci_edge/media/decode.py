@@ -1,10 +1,11 @@
 """Decode media files into numpy arrays: sampled RGB frames, mono float32 audio, RGB images.
 
 PyAV (FFmpeg) does the decoding, Pillow the images; nothing here imports torch. Every way a file can
-be unusable (missing, not media, truncated, no stream of the wanted kind, undecodable codec, empty)
-raises `MediaError` with a message that says what is wrong and a hint that says what to do. Damage
-that leaves the file usable (a broken packet, a truncated tail, no audio track in a video) is decoded
-around and reported in the result's `warnings`.
+be unusable (missing, not media, truncated, no stream of the wanted kind, a still image given as a
+video, undecodable codec, empty) raises `MediaError` with a message that says what is wrong and a
+hint that says what to do. Damage that leaves the file usable (a broken packet, a truncated tail, no
+audio track in a video) is decoded around and reported in the result's `warnings`; an empty packet
+is not damage.
 
 Video frames are sampled the official way (`vinci_edge.timeline.sample_frame_indices` over the exact
 number of frames in the stream). Container metadata is not trusted for that number: an MP4 edit
@@ -89,8 +90,9 @@ def decode_video(
     path = _existing_file(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
-        fps = _frame_rate(stream, path)
         count = _count_video_frames(container, stream)
+        _refuse_still_image(container, stream, count.n_frames, path)
+        fps = _frame_rate(stream, path)
         declared, stream_index = stream.frames, stream.index
 
     warnings: list[str] = []
@@ -245,6 +247,35 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
             hint="re-encode it, e.g. `ffmpeg -i in -c:v libx264 -c:a aac out.mp4`",
         )
     return stream
+
+
+# The demuxers FFmpeg reads picture files with: "image2" (picked by file extension, as for .jpg),
+# "image2pipe", and one "<format>_pipe" per picture format, picked by content (png_pipe, bmp_pipe,
+# webp_pipe, tiff_pipe, jpeg_pipe, ...; no other demuxer's name ends in "_pipe": the raw-video
+# yuv4mpegpipe has no underscore); and the two whose pictures can be animated, GIF and APNG.
+_PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "gif", "apng"})
+
+
+def _refuse_still_image(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, n_frames: int, path: Path
+) -> None:
+    """Refuse a still picture opened as a video (a PNG given as --video): FFmpeg reads it as a
+    one-frame stream, and sampling would turn it into `num_frames` copies of one frame at t = 0.
+
+    What the file is comes from its container, not from its frame count alone: a file read by a
+    picture demuxer and holding one frame is an image. A one-frame clip in a video container (mp4,
+    mov, mkv, avi, webm) stays a video whatever its codec, PNG or MJPEG in a .mov included: it was
+    made as a video. The frame count only tells a still picture from an animated GIF or APNG (or
+    pictures piped one after another), which are moving pictures and decode as videos.
+    """
+    demuxer = container.format.name
+    is_picture_format = demuxer in _PICTURE_DEMUXERS or demuxer.endswith("_pipe")
+    if is_picture_format and n_frames == 1:
+        raise MediaError(
+            f"{path} is an image (one {_codec_name(stream)} picture), not a video: as a video it would "
+            "be the same frame repeated at t = 0",
+            hint="pass it as an image: `--image` on the command line, `image=` in the Python API",
+        )
 
 
 def _frame_rate(stream: av.video.stream.VideoStream, path: Path) -> float:
