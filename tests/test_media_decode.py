@@ -2,8 +2,9 @@
 
 Generated clips (vinci_edge.media.synth) carry their frame number in the picture, so the tests check
 that the frame kept for index k really is the k-th frame. Debian sample media, when installed, add
-real-world files: an H.264 MP4 whose edit list hides a frame its header counts, an AVI with a
-damaged audio packet, an AVI without audio, a speech WAV.
+real-world files: an H.264 MP4 whose edit list hides a frame its header counts, the same movie as an
+Ogg full of zero-length packets, an AVI with a damaged audio packet, an AVI without audio, a speech
+WAV.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import wave
+from collections import Counter
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from vinci_edge.errors import MediaError
 from vinci_edge.media import (
@@ -33,6 +35,7 @@ from vinci_edge.media import (
 from vinci_edge.timeline import sample_frame_indices
 
 MOVIE_HELLO = Path("/usr/share/forensics-samples/original-files/movie2/movie-hello.mp4")
+MOVIE_HELLO_OGG = MOVIE_HELLO.with_suffix(".ogg")
 MEGAMIND = Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi")
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 FRONT_CENTER = Path("/usr/share/sounds/alsa/Front_Center.wav")
@@ -323,6 +326,44 @@ def test_cover_art_is_not_a_video(tmp_path):
     assert decode_audio(path).duration == pytest.approx(1.0, abs=0.1)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".webp", ".tiff", ".gif"])
+def test_a_still_image_is_not_a_video(tmp_path, suffix):
+    if suffix == ".webp" and not features.check("webp"):
+        pytest.skip("this Pillow has no WebP support")
+    # FFmpeg reads a picture as a one-frame stream; sampled, it became copies of one frame at t = 0.
+    path = tmp_path / f"picture{suffix}"
+    Image.fromarray(pattern_frame(0, 1, 96, 64)).save(path)
+    with raises_media_error("is an image") as info:
+        decode_video(path, 4)
+    assert str(path) in info.value.message
+    assert "--image" in info.value.hint and "image=" in info.value.hint
+    assert decode_image(path).shape == (64, 96, 3)  # the way the hint points to works
+
+
+def test_one_frame_videos_and_animations_are_videos(tmp_path):
+    # What a file is comes from its container: a one-frame clip in a video container is a video,
+    # even with a picture codec (PNG or MJPEG in a .mov); an animated GIF is a moving picture.
+    clips = [make_test_clip(tmp_path / "one.mp4", seconds=0.1, fps=10, audio=False)]
+    for codec, pix_fmt in (("png", "rgb24"), ("mjpeg", "yuvj420p")):
+        clips.append(tmp_path / f"one_{codec}.mov")
+        with av.open(str(clips[-1]), "w") as out:
+            stream = out.add_stream(codec, rate=25)
+            stream.width, stream.height, stream.pix_fmt = 160, 120, pix_fmt
+            frame = av.VideoFrame.from_ndarray(pattern_frame(0, 1, 160, 120), format="rgb24")
+            frame.pts = 0
+            out.mux(stream.encode(frame.reformat(format=pix_fmt)))
+            out.mux(stream.encode(None))
+    for path in clips:
+        video = decode_video(path, 4, load_audio=False)
+        assert video.n_source_frames == 1 and video.frame_indices.tolist() == [0, 0, 0, 0]
+        assert [read_frame_number(f) for f in video.frames] == [0, 0, 0, 0]
+
+    gif = tmp_path / "moving.gif"
+    pictures = [Image.fromarray(pattern_frame(k, 3, 96, 64)) for k in range(3)]
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=100)
+    assert decode_video(gif, 3, load_audio=False).n_source_frames == 3
+
+
 def test_video_without_audio_asked_as_audio(tmp_path):
     path = make_test_clip(tmp_path / "silent.mp4", seconds=0.5, audio=False)
     with raises_media_error("no audio"):
@@ -458,9 +499,36 @@ def test_truncated_mp4_with_index_in_front(tmp_path):
         decode_video(head, 8)
 
 
-@needs(MEGAMIND)
-def test_megamind_damaged_audio_packet_is_skipped():
-    video = decode_video(MEGAMIND, 8)
+@needs(MOVIE_HELLO_OGG)
+def test_empty_ogg_packets_are_not_damage():
+    # Ogg stores zero-length packets: movie-hello.ogg has 5572 among its Vorbis packets and 7 among
+    # its Theora ones (a frame shown again). Demuxed, each has size 0 but a buffer, which FFmpeg
+    # refuses to decode ("Invalid argument"); they were reported as 5579 damaged packets.
+    # (pos is None only for the empty packets PyAV adds at the end to flush the decoders.)
+    with av.open(str(MOVIE_HELLO_OGG)) as container:
+        empty = [p for p in container.demux() if p.size == 0 and p.pos is not None]
+        assert Counter(p.stream.type for p in empty) == {"audio": 5572, "video": 7}
+        with pytest.raises(av.ArgumentError):
+            empty[0].decode()
+
+    video = decode_video(MOVIE_HELLO_OGG, 8)
+    assert video.warnings == []
+    assert video.audio is not None and video.audio.warnings == []
+    assert decode_audio(MOVIE_HELLO_OGG).warnings == []
+    # Nothing was lost by not decoding them: the 242 Theora pictures and the whole 8.24 s track.
+    assert video.n_source_frames == 242
+    assert video.audio.duration == pytest.approx(8.236, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def megamind():
+    if not MEGAMIND.exists():
+        pytest.skip(f"Debian sample media {MEGAMIND} not installed (opencv-doc)")
+    return decode_video(MEGAMIND, 8)
+
+
+def test_megamind_damaged_audio_packet_is_skipped(megamind):
+    video = megamind
     # The AVI gives its B-frames scrambled timestamps: frames are indexed by output order.
     assert video.n_source_frames == 270
     np.testing.assert_array_equal(video.frame_indices, sample_frame_indices(270, 8))
@@ -468,10 +536,21 @@ def test_megamind_damaged_audio_packet_is_skipped():
     for index, frame in zip(video.frame_indices.tolist(), video.frames):
         np.testing.assert_array_equal(frame, rgb[index])
 
-    assert any("1 damaged audio packet(s) skipped" in w for w in video.warnings)
     assert video.audio is not None
     assert 11.0 < video.audio.duration < 11.3  # 11.26 s track less one 32 ms AC-3 packet
-    assert video.audio.warnings == [w for w in video.warnings if "audio packet" in w]
+    # The warning says how much is damaged and what that means for the answer.
+    assert video.audio.warnings == [
+        "skipped 1 damaged audio packet (InvalidDataError: Invalid data found when processing input): "
+        "about 0.032 s of the sound is missing, the rest is heard"
+    ]
+
+
+def test_megamind_damaged_packet_is_reported_once(megamind):
+    # The request layer shows the video's warnings and its audio track's: the damaged audio packet
+    # is in the track's list only, so it is shown once.
+    everything = megamind.warnings + megamind.audio.warnings
+    assert sum("damaged" in w for w in everything) == 1
+    assert megamind.warnings == []
 
 
 @needs(VTEST)

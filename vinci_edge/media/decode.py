@@ -1,10 +1,11 @@
 """Decode media files into numpy arrays: sampled RGB frames, mono float32 audio, RGB images.
 
 PyAV (FFmpeg) does the decoding, Pillow the images; nothing here imports torch. Every way a file can
-be unusable (missing, not media, truncated, no stream of the wanted kind, undecodable codec, empty)
-raises `MediaError` with a message that says what is wrong and a hint that says what to do. Damage
-that leaves the file usable (a broken packet, a truncated tail, no audio track in a video) is decoded
-around and reported in the result's `warnings`.
+be unusable (missing, not media, truncated, no stream of the wanted kind, a still image given as a
+video, undecodable codec, empty) raises `MediaError` with a message that says what is wrong and a
+hint that says what to do. Damage that leaves the file usable (a broken packet, a truncated tail, no
+audio track in a video) is decoded around and reported in the result's `warnings`; an empty packet
+is not damage.
 
 Video frames are sampled the official way (`vinci_edge.timeline.sample_frame_indices` over the exact
 number of frames in the stream). Container metadata is not trusted for that number: an MP4 edit
@@ -16,6 +17,7 @@ frames, and a second pass decodes and keeps only the sampled frames.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,12 @@ class DecodedAudio:
 
 @dataclass
 class DecodedVideo:
-    """The sampled frames of a video, where they come from, and its audio track."""
+    """The sampled frames of a video, where they come from, and its audio track.
+
+    Each warning is in one place, with what it is about: `warnings` holds those about the video
+    stream and about a missing or unusable audio track; the track's own (damaged packets) are in
+    `audio.warnings`. A caller that shows both lists shows each problem once.
+    """
 
     frames: list[np.ndarray]  # RGB uint8 HxWx3, in order; duplicates kept for short clips
     frame_indices: np.ndarray  # int64 source index of each kept frame
@@ -83,8 +90,9 @@ def decode_video(
     path = _existing_file(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
-        fps = _frame_rate(stream, path)
         count = _count_video_frames(container, stream)
+        _refuse_still_image(container, stream, count.n_frames, path)
+        fps = _frame_rate(stream, path)
         declared, stream_index = stream.frames, stream.index
 
     warnings: list[str] = []
@@ -241,6 +249,35 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
     return stream
 
 
+# The demuxers FFmpeg reads picture files with: "image2" (picked by file extension, as for .jpg),
+# "image2pipe", and one "<format>_pipe" per picture format, picked by content (png_pipe, bmp_pipe,
+# webp_pipe, tiff_pipe, jpeg_pipe, ...; no other demuxer's name ends in "_pipe": the raw-video
+# yuv4mpegpipe has no underscore); and the two whose pictures can be animated, GIF and APNG.
+_PICTURE_DEMUXERS = frozenset({"image2", "image2pipe", "gif", "apng"})
+
+
+def _refuse_still_image(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, n_frames: int, path: Path
+) -> None:
+    """Refuse a still picture opened as a video (a PNG given as --video): FFmpeg reads it as a
+    one-frame stream, and sampling would turn it into `num_frames` copies of one frame at t = 0.
+
+    What the file is comes from its container, not from its frame count alone: a file read by a
+    picture demuxer and holding one frame is an image. A one-frame clip in a video container (mp4,
+    mov, mkv, avi, webm) stays a video whatever its codec, PNG or MJPEG in a .mov included: it was
+    made as a video. The frame count only tells a still picture from an animated GIF or APNG (or
+    pictures piped one after another), which are moving pictures and decode as videos.
+    """
+    demuxer = container.format.name
+    is_picture_format = demuxer in _PICTURE_DEMUXERS or demuxer.endswith("_pipe")
+    if is_picture_format and n_frames == 1:
+        raise MediaError(
+            f"{path} is an image (one {_codec_name(stream)} picture), not a video: as a video it would "
+            "be the same frame repeated at t = 0",
+            hint="pass it as an image: `--image` on the command line, `image=` in the Python API",
+        )
+
+
 def _frame_rate(stream: av.video.stream.VideoStream, path: Path) -> float:
     rate = stream.average_rate or stream.guessed_rate
     if not rate or rate <= 0:
@@ -286,7 +323,7 @@ def _sample_frames(
     result = _decode_frames(path, stream_index, targets, count.pts)
     if result.n_decoded == 0:
         raise MediaError(
-            f"no video frame of {path} could be decoded ({result.first_error or 'no frame came out'})",
+            f"no video frame of {path} could be decoded ({result.damage.first_error or 'no frame came out'})",
             hint="the video stream is damaged or uses a codec variant FFmpeg cannot decode; "
             "re-encode it, e.g. `ffmpeg -i in -c:v libx264 -c:a aac out.mp4`",
         )
@@ -303,8 +340,8 @@ def _sample_frames(
         if not np.array_equal(retargeted, targets):
             targets = retargeted
             result = _decode_frames(path, stream_index, targets, None)
-    if result.n_errors:
-        warnings.append(f"{result.n_errors} damaged video packet(s) skipped ({result.first_error})")
+    if result.damage.packets:
+        warnings.append(_video_damage_warning(result.damage))
 
     frames, kept = _frames_at(targets, result.frames)
     missing = sorted(set(targets.tolist()) - set(kept.tolist()))
@@ -320,8 +357,7 @@ def _sample_frames(
 class _DecodedFrames:
     frames: dict[int, av.VideoFrame]  # source index -> decoded frame, sampled indices only
     n_decoded: int
-    n_errors: int
-    first_error: str | None
+    damage: _Damage
     indexed_by_pts: bool
 
 
@@ -342,8 +378,8 @@ def _decode_frames(
     by_pts: dict[int, av.VideoFrame] = {}
     pts_consistent = rank is not None
     last_rank = -1
-    n_decoded = n_errors = 0
-    first_error: str | None = None
+    n_decoded = 0
+    damage = _Damage()
 
     with _open(path) as container:
         stream = container.streams[stream_index]
@@ -351,30 +387,22 @@ def _decode_frames(
         # thread's decode error is not raised, the frame just never comes out (a hole, reported
         # as a missing sampled frame).
         stream.codec_context.thread_type = "AUTO"
-        for packet in container.demux(stream):
-            try:
-                decoded = packet.decode()
-            except av.FFmpegError as exc:
-                n_errors += 1
-                first_error = first_error or _error_text(exc)
-                continue
-            for frame in decoded:
-                if n_decoded in wanted:
-                    by_position[n_decoded] = frame
-                if pts_consistent:
-                    r = rank.get(frame.pts)
-                    if r is None or r <= last_rank:
-                        pts_consistent = False
-                    else:
-                        last_rank = r
-                        if r in wanted:
-                            by_pts[r] = frame
-                n_decoded += 1
+        for frame in _decode_stream(container, stream, damage):
+            if n_decoded in wanted:
+                by_position[n_decoded] = frame
+            if pts_consistent:
+                r = rank.get(frame.pts)
+                if r is None or r <= last_rank:
+                    pts_consistent = False
+                else:
+                    last_rank = r
+                    if r in wanted:
+                        by_pts[r] = frame
+            n_decoded += 1
     return _DecodedFrames(
         frames=by_pts if pts_consistent else by_position,
         n_decoded=n_decoded,
-        n_errors=n_errors,
-        first_error=first_error,
+        damage=damage,
         indexed_by_pts=pts_consistent,
     )
 
@@ -403,7 +431,9 @@ def _frames_at(targets: np.ndarray, decoded: dict[int, av.VideoFrame]) -> tuple[
 
 
 def _video_audio(path: Path, sample_rate: int, warnings: list[str]) -> DecodedAudio | None:
-    """The audio track of a video, or None (with a warning) when it has none or it is unusable."""
+    """The audio track of a video, or None (with a warning in `warnings`) when it has none or it is
+    unusable. The track's own warnings stay in its `DecodedAudio.warnings` and are not copied into
+    `warnings`: a caller that reports both lists (the request layer does) would report them twice."""
     with _open(path) as container:
         if not container.streams.audio:
             warnings.append(NO_AUDIO_WARNING)
@@ -415,7 +445,6 @@ def _video_audio(path: Path, sample_rate: int, warnings: list[str]) -> DecodedAu
                 f"the audio track could not be used ({exc.message}): answering from the frames only"
             )
             return None
-    warnings.extend(audio.warnings)
     return audio
 
 
@@ -430,24 +459,18 @@ def _decode_audio_stream(
             hint="convert it, e.g. `ffmpeg -i in -ac 1 -ar 16000 out.wav`",
         )
     resampler = _MonoResampler(sample_rate)
-    n_errors = 0
-    first_error: str | None = None
-    for packet in container.demux(stream):
-        try:
-            decoded = packet.decode()
-        except av.FFmpegError as exc:
-            n_errors += 1
-            first_error = first_error or _error_text(exc)
-            continue
-        for frame in decoded:
-            resampler.push(frame)
+    damage = _Damage()
+    for frame in _decode_stream(container, stream, damage):
+        resampler.push(frame)
     samples = resampler.finish()
 
-    warnings = []
-    if n_errors:
-        warnings.append(f"{n_errors} damaged audio packet(s) skipped ({first_error})")
+    warnings = [_audio_damage_warning(damage)] if damage.packets else []
     if samples.size == 0:
-        reason = f"every packet failed to decode: {first_error}" if n_errors else "it holds no samples"
+        reason = (
+            f"every packet failed to decode: {damage.first_error}"
+            if damage.packets
+            else "it holds no samples"
+        )
         raise MediaError(
             f"the audio of {path} is empty ({reason})",
             hint="give a file with a non-empty, decodable audio track",
@@ -498,6 +521,77 @@ class _MonoResampler:
         for frame in frames:
             planes = frame.to_ndarray()  # planar: (channels, n)
             self._chunks.append(planes[0] if planes.shape[0] == 1 else planes.mean(axis=0))
+
+
+# --------------------------------------------------------------------------------------------------
+# Packets: decoding around damage
+
+
+@dataclass
+class _Damage:
+    """The packets of one stream that held data and still failed to decode: real damage."""
+
+    packets: int = 0
+    seconds: float = 0.0  # how long they last, summed over those whose container says so
+    first_error: str | None = None
+
+    def record(self, packet: av.Packet | None, exc: av.FFmpegError) -> None:
+        self.packets += 1
+        if packet is not None and packet.duration and packet.time_base:
+            self.seconds += float(packet.duration * packet.time_base)
+        self.first_error = self.first_error or _error_text(exc)
+
+
+def _decode_stream(
+    container: av.container.InputContainer, stream: av.stream.Stream, damage: _Damage
+) -> Iterator[av.frame.Frame]:
+    """Every frame of `stream` in decoder output order; a packet that fails to decode is skipped and
+    recorded in `damage`.
+
+    A packet without payload is not given to the decoder, so it is never damage. They are normal:
+    Ogg stores zero-length packets (movie-hello.ogg has 5572 in its Vorbis stream, fifteen after each
+    real one, and 7 in its Theora stream, where one means "the previous frame again"), and PyAV ends
+    each demux with an empty packet meant to flush the decoder. FFmpeg refuses an empty packet that
+    comes with a buffer, as demuxed ones do (`avcodec_send_packet`: EINVAL, "Invalid
+    argument"), and the decoder never makes a frame of one; the ffmpeg command line skips them too.
+    The decoder is drained once at the end instead.
+    """
+    for packet in container.demux(stream):
+        if packet.size:
+            yield from _decode_packet(stream, packet, damage)
+    yield from _decode_packet(stream, None, damage)  # drain: the frames the decoder still holds
+
+
+def _decode_packet(
+    stream: av.stream.Stream, packet: av.Packet | None, damage: _Damage
+) -> list[av.frame.Frame]:
+    try:
+        return stream.decode(packet)
+    except av.FFmpegError as exc:
+        damage.record(packet, exc)
+        return []
+
+
+def _video_damage_warning(damage: _Damage) -> str:
+    """What damaged video packets mean for the answer: lost frames, and artifacts in the frames that
+    depend on them."""
+    return (
+        f"skipped {_packets(damage.packets, 'video')} ({damage.first_error}): the frames in them are "
+        "missing, and frames after them may show artifacts until the next keyframe"
+    )
+
+
+def _audio_damage_warning(damage: _Damage) -> str:
+    """What damaged audio packets mean for the answer: a gap in the sound, as long as they were."""
+    gap = f"about {damage.seconds:.3g} s of the sound" if damage.seconds else "part of the sound"
+    return (
+        f"skipped {_packets(damage.packets, 'audio')} ({damage.first_error}): {gap} is missing, "
+        "the rest is heard"
+    )
+
+
+def _packets(n: int, kind: str) -> str:
+    return f"{n} damaged {kind} packet" + ("" if n == 1 else "s")
 
 
 def _error_text(exc: av.FFmpegError) -> str:
