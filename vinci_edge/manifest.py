@@ -2,8 +2,9 @@
 
 An engine folder's manifest records the schema version, the whole model config, every stage's file
 and I/O (names, shapes, dtypes), precision, opset, the decoder's spec, the CRTE and TEG parameters,
-the source checkpoint's fingerprint and the exporter versions. Export writes a `Manifest`,
-quantization reads one and writes another, the runtime reads one and nothing else about the model.
+the source checkpoint's fingerprint, the export's id and the exporter versions. Export writes a
+`Manifest`, quantization reads one and writes another, the runtime reads one and nothing else about
+the model but what each stage graph says of its own provenance (STAGE_PROPS), checked against it.
 
 `Manifest.read(folder)` checks every key it reads and refuses a folder it cannot honour with one
 `EngineError` saying what to do: a missing or unreadable manifest, another format or schema version,
@@ -33,6 +34,33 @@ def model_id(model_config: dict[str, Any]) -> str:
     """A stable hash of the model config: two engines with the same id are the same model."""
     blob = json.dumps(model_config, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage provenance: what every stage graph says, in its ONNX metadata_props, about the export that
+# wrote it. Export writes them, quantize copies them to the graphs it writes, and the runtime compares
+# them with the manifest when it opens a session, so a stage file copied in from another engine
+# folder is refused even when its shapes fit. The checkpoint fingerprint hashes configs and file
+# sizes, so two seeds of one preset share it (and the model id): the export id, made once per export
+# and recorded in the manifest's `source`, is what tells their graphs apart.
+
+PROP_STAGE = "vinci_edge.stage"
+PROP_MODEL_ID = "vinci_edge.model_id"
+PROP_FINGERPRINT = "vinci_edge.source_fingerprint"
+PROP_EXPORT_ID = "vinci_edge.export_id"
+STAGE_PROPS = (PROP_STAGE, PROP_MODEL_ID, PROP_FINGERPRINT, PROP_EXPORT_ID)
+
+
+def stage_props(stage: str, model_id: str, source: dict[str, Any]) -> dict[str, str]:
+    """The props the graph of `stage` carries, from the model id and the manifest's `source`
+    (fingerprint, export_id; a key the source lacks is left out)."""
+    props = {
+        PROP_STAGE: stage,
+        PROP_MODEL_ID: model_id,
+        PROP_FINGERPRINT: source.get("fingerprint"),
+        PROP_EXPORT_ID: source.get("export_id"),
+    }
+    return {k: str(v) for k, v in props.items() if v is not None}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,7 +222,7 @@ class Manifest:
     model_config: dict[str, Any]
     stages: dict[str, StageEntry]  # by stage name (vinci_edge.stages), in export order
     text: TextEntry
-    source: dict[str, Any]  # checkpoint path, fingerprint, LLM architecture
+    source: dict[str, Any]  # checkpoint path, fingerprint, LLM architecture, export_id
     exporters: dict[str, str]  # tool versions
     precision: dict[str, dict[str, Any]]  # per stage: dtype, precision, method, tool, calibration, ...
     created: str = ""
@@ -212,6 +240,16 @@ class Manifest:
     @property
     def model_id(self) -> str:
         return model_id(self.model_config)
+
+    @property
+    def export_id(self) -> str | None:
+        """The export that wrote the stage graphs; None for engines exported before the graphs
+        carried their provenance (stage_props)."""
+        return self.source.get("export_id")
+
+    def stage_props(self, stage: str) -> dict[str, str]:
+        """The provenance props the graph of `stage` must carry (see STAGE_PROPS)."""
+        return stage_props(stage, self.model_id, self.source)
 
     @property
     def decoder(self) -> DecoderSpec:

@@ -19,6 +19,7 @@ small models are bound by per-node overhead at decode, not by arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,10 @@ def export_decoder(
     max_context: int,
     dtype: str = "float32",
     progress: Progress | None = None,
+    props: Mapping[str, str] | None = None,
 ) -> DecoderSpec:
-    """Write `out_path` (+ `.data`) and return the spec the manifest records."""
+    """Write `out_path` (+ `.data`) and return the spec the manifest records. `props`: the graph's
+    provenance (vinci_edge.manifest.stage_props), written to its metadata_props."""
     llm = cfg.llm
     _check_supported(llm)
     say = progress or silent
@@ -273,5 +276,5 @@ def export_decoder(
             )
     w.close()
     graph = helper.make_graph(nodes, "vinci_edge_decoder", inputs, outputs, w.initializers)
-    save_graph(graph, out_path, OPSETS)
+    save_graph(graph, out_path, OPSETS, props=props)
     return spec

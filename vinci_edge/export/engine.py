@@ -17,6 +17,7 @@ folder follows).
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import shutil
 import time
 from collections.abc import Sequence
@@ -29,7 +30,16 @@ from vinci_edge import stages as st
 from vinci_edge.config import OmniVinciConfig, load_config
 from vinci_edge.errors import EngineError
 from vinci_edge.export.decoder import TensorSource, export_decoder
-from vinci_edge.manifest import Manifest, StageEntry, TensorInfo, TextEntry, timeline_params
+from vinci_edge.export.onnx_writer import add_props
+from vinci_edge.manifest import (
+    Manifest,
+    StageEntry,
+    TensorInfo,
+    TextEntry,
+    model_id,
+    stage_props,
+    timeline_params,
+)
 from vinci_edge.output_folder import ENGINE, output_folder
 from vinci_edge.progress import Progress, silent
 from vinci_edge.stages import STAGE_NAMES
@@ -86,12 +96,21 @@ def export_engine(
     ckpt, out = Path(checkpoint), Path(out)
     cfg = load_config(ckpt)
     stages = _check_request(cfg, stages, dtype)
+    source = {
+        "checkpoint": str(ckpt.resolve()),
+        "fingerprint": fingerprint(ckpt),
+        "llm_architecture": cfg.llm_architecture,
+        # Which export wrote the stage graphs: two seeds of one preset share the fingerprint above
+        # (configs and file sizes), so the graphs carry this too (manifest.stage_props).
+        "export_id": secrets.token_hex(8),
+    }
+    props = {s: stage_props(s, model_id(cfg.to_dict()), source) for s in stages}
     started = time.perf_counter()
     with output_folder(out, kind=ENGINE, force=force, inputs={"checkpoint": ckpt}, progress=say) as tmp:
-        entries = _export_towers(ckpt, tmp, [s for s in stages if s != st.DECODER], dtype, say)
+        entries = _export_towers(ckpt, tmp, [s for s in stages if s != st.DECODER], dtype, props, say)
         if st.DECODER in stages:
             say("exporting the decoder")
-            entries[st.DECODER] = _export_decoder(cfg, ckpt, tmp, max_context, dtype, say)
+            entries[st.DECODER] = _export_decoder(cfg, ckpt, tmp, max_context, dtype, props[st.DECODER], say)
         say("writing the text embedding table and the tokenizer")
         text = _write_text(ckpt, tmp, dtype)
         teg, crte = timeline_params(cfg)
@@ -99,11 +118,7 @@ def export_engine(
             model_config=cfg.to_dict(),
             stages=entries,
             text=text,
-            source={
-                "checkpoint": str(ckpt.resolve()),
-                "fingerprint": fingerprint(ckpt),
-                "llm_architecture": cfg.llm_architecture,
-            },
+            source=source,
             exporters=_versions(),
             precision={name: {"dtype": e.dtype, "method": "none"} for name, e in entries.items()},
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -129,9 +144,15 @@ def _check_request(cfg: OmniVinciConfig, stages: Sequence[str] | None, dtype: st
 
 
 def _export_towers(
-    ckpt: Path, folder: Path, stages: list[str], dtype: str, say: Progress
+    ckpt: Path,
+    folder: Path,
+    stages: list[str],
+    dtype: str,
+    props: dict[str, dict[str, str]],
+    say: Progress,
 ) -> dict[str, StageEntry]:
-    """The media stages, from the checkpoint's towers (loaded without the LLM)."""
+    """The media stages, from the checkpoint's towers (loaded without the LLM), each graph stamped
+    with `props[stage]`, its provenance."""
     if not stages:
         return {}
     from vinci_edge.export.audio import export_audio
@@ -152,14 +173,21 @@ def _export_towers(
         out[name] = StageEntry.from_dict(
             name, {**fn(model, folder / file, dtype=dtype, progress=say), "file": file}
         )
+        add_props(folder / file, props[name])
     return out
 
 
 def _export_decoder(
-    cfg: OmniVinciConfig, ckpt: Path, folder: Path, max_context: int, dtype: str, say: Progress
+    cfg: OmniVinciConfig,
+    ckpt: Path,
+    folder: Path,
+    max_context: int,
+    dtype: str,
+    props: dict[str, str],
+    say: Progress,
 ) -> StageEntry:
     path = folder / "decoder.onnx"
-    spec = export_decoder(cfg, ckpt / "llm", path, max_context, dtype, say)
+    spec = export_decoder(cfg, ckpt / "llm", path, max_context, dtype, say, props=props)
     data = path.with_name(path.name + ".data")
     return StageEntry(
         file=path.name,

@@ -2,12 +2,14 @@
 
 Large graphs (the 9B decoder is ~30 GB in fp32) cannot be held twice in memory; `WeightFile`
 appends each initializer to `<graph>.onnx.data` the moment it is created, so building a graph
-needs about one tensor of extra memory, not one model.
+needs about one tensor of extra memory, not one model. `add_props` stamps a saved graph's
+metadata_props (the stage's provenance) without loading its external weights.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +71,34 @@ class WeightFile:
 
 
 def save_graph(
-    graph: onnx.GraphProto, path: Path, opsets: dict[str, int], producer: str = "vinci-edge"
+    graph: onnx.GraphProto,
+    path: Path,
+    opsets: dict[str, int],
+    producer: str = "vinci-edge",
+    props: Mapping[str, str] | None = None,
 ) -> onnx.ModelProto:
+    """Write `graph` as a model at `path`; `props` go to its metadata_props (the stage's provenance,
+    vinci_edge.manifest.STAGE_PROPS, which the runtime checks against the manifest)."""
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()], producer_name=producer
     )
     model.ir_version = 9
+    if props:
+        helper.set_model_props(model, dict(props))
     onnx.save_model(model, str(path))
     return model
+
+
+def add_props(path: Path, props: Mapping[str, str]) -> None:
+    """Add `props` to the metadata_props of the saved graph at `path` (keys it has are replaced).
+
+    How export stamps a tower graph with its provenance (vinci_edge.manifest.stage_props) once
+    torch.onnx saved it, and how quantize carries the props over to a quantized graph. Only the graph
+    file is rewritten: it is read without its external data, and onnx writes out no tensor whose
+    bytes it did not load, so `<file>.data` stays as it was; weights kept inline (graphs under 100 MB
+    of weights) are read and written once more.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    merged = {p.key: p.value for p in model.metadata_props} | dict(props)
+    helper.set_model_props(model, merged)
+    onnx.save_model(model, str(path))

@@ -3,6 +3,7 @@
     parse + check the request (precisions, stages, target, input engine, calibration files)   no I/O
     build the calibration set, if a precision needs it          (the fp32 engine's own pipeline)
     one handler per stage -> <stage>.onnx in OUT/.partial       (the others are copied unchanged)
+      + the fp32 graph's provenance props                       (checked by the runtime)
     manifest: per stage precision, method, tool + version, calibration record
     rename .partial -> OUT
 
@@ -23,7 +24,8 @@ from pathlib import Path
 from vinci_edge import __version__
 from vinci_edge import stages as st
 from vinci_edge.errors import ConfigError, EngineError
-from vinci_edge.manifest import MANIFEST, Manifest, TextEntry
+from vinci_edge.export.onnx_writer import add_props
+from vinci_edge.manifest import MANIFEST, STAGE_PROPS, Manifest, TextEntry
 from vinci_edge.output_folder import ENGINE, check_output_folder, output_folder, partial_folder
 from vinci_edge.progress import Progress, silent
 from vinci_edge.quantization import graph as g
@@ -227,6 +229,7 @@ def quantize_engine(
             handler, job = by_stage[stage], jobs[stage]
             t0 = time.perf_counter()
             result = handler.run(job)
+            _keep_provenance(job.src, job.dst)
             shutil.rmtree(job.workdir, ignore_errors=True)
             versions[result.tool] = result.tool_version
             entry.external_data = result.external_data
@@ -263,6 +266,16 @@ def quantize_engine(
         new.write(tmp)
     say(f"quantized engine written to {out} in {time.perf_counter() - started:.1f} s")
     return new
+
+
+def _keep_provenance(src: Path, dst: Path) -> None:
+    """Give the quantized graph `dst` the provenance props of its fp32 graph `src` (STAGE_PROPS),
+    which the runtime checks against the manifest (copied with them). Done here once for every
+    handler: the tools behind them (ONNX Runtime's quantizers, ModelOpt) build new models that keep
+    or drop metadata_props as they happen to. A source exported before the props has none to give."""
+    props = {p.key: p.value for p in g.load(src, weights=False).metadata_props if p.key in STAGE_PROPS}
+    if props:
+        add_props(dst, props)
 
 
 def _copy_stage(src: Path, dst: Path, file: str) -> None:

@@ -2,7 +2,8 @@
 
 `OrtStage` runs one exported graph: `run(inputs) -> outputs` on numpy arrays, and says which provider
 it ended up on. A native TensorRT backend will implement the same interface (the decoder adds its
-KV handling on top, see decoder.py).
+KV handling on top, see decoder.py). Every session's graph is checked against the manifest first:
+its provenance props (`check_provenance`), then its I/O and static output widths.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from vinci_edge.errors import EngineError, MissingDependencyError
-from vinci_edge.manifest import StageEntry
+from vinci_edge.manifest import (
+    PROP_EXPORT_ID,
+    PROP_FINGERPRINT,
+    PROP_MODEL_ID,
+    PROP_STAGE,
+    REEXPORT,
+    STAGE_PROPS,
+    StageEntry,
+)
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -97,11 +106,15 @@ class OrtStage:
         settings: SessionSettings,
         entry: StageEntry | None = None,
         max_batch: int | None = None,
+        provenance: Mapping[str, str] | None = None,
     ):
-        """`entry`: the stage's manifest entry; the graph's I/O is checked against it."""
+        """`entry`: the stage's manifest entry; the graph's I/O is checked against it. `provenance`:
+        the props the graph must carry (`Manifest.stage_props`); None: not checked."""
         self.name = name
         self.max_batch = max_batch
         self.session = make_session(path, settings)
+        if provenance is not None:
+            check_provenance(name, path, graph_props(self.session), provenance)
         self.provider = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -125,6 +138,70 @@ def _np_dtype(ort_type: str) -> np.dtype:
         "tensor(int32)": np.dtype(np.int32),
         "tensor(int64)": np.dtype(np.int64),
     }.get(ort_type, np.dtype(np.float32))
+
+
+def graph_props(session) -> dict[str, str]:
+    """The metadata_props of a session's graph, as ONNX Runtime reads them (the runtime has no onnx)."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+# What a stage file from elsewhere comes from, by the first prop that differs (the broadest first).
+_ANOTHER = {
+    PROP_MODEL_ID: "another model",
+    PROP_FINGERPRINT: "another checkpoint of this model",
+    # the same fingerprint (configs and file sizes): another export of this checkpoint, or of one
+    # with other weights of the same sizes, e.g. another seed of the same preset
+    PROP_EXPORT_ID: "another export",
+}
+
+
+def check_provenance(name: str, path: Path, found: Mapping[str, str], expected: Mapping[str, str]) -> None:
+    """The graph of stage `name` must carry the provenance the manifest expects (`found`: the graph's
+    metadata_props, `expected`: `Manifest.stage_props(name)`): a stage file copied in from another
+    engine folder is refused here even when its shapes fit, e.g. one exported from another seed of
+    the same preset. Keys only one side has are not compared."""
+    ours = {k: found[k] for k in STAGE_PROPS if k in found}
+    if not ours:
+        _check_unrecorded(name, path, expected)
+        return
+    if ours.get(PROP_STAGE, name) != name:
+        raise EngineError(
+            f"stage '{name}': {path.name} holds the '{ours[PROP_STAGE]}' stage: the file was renamed or "
+            "copied in from another stage",
+            hint=f"put back the engine folder's own {path.name}, or {REEXPORT}",
+        )
+    wrong = [k for k in _ANOTHER if k in ours and k in expected and ours[k] != expected[k]]
+    if wrong:
+        raise EngineError(
+            f"stage '{name}': {path.name} comes from {_ANOTHER[wrong[0]]} than this engine: the graph was "
+            f"written by {_describe(ours)}, this engine by {_describe(expected)}",
+            hint=f"the engine folder mixes files of two exports: put back its own {path.name} (and its "
+            f".data file, if any), or {REEXPORT}",
+        )
+
+
+def _check_unrecorded(name: str, path: Path, expected: Mapping[str, str]) -> None:
+    """A graph without provenance props. Engines exported before the graphs carried them (schema 1
+    engines in the field, whose manifest has no export id) load as before: nothing in them says
+    where their graphs come from. An engine whose export wrote the props into every graph (its
+    manifest has an export id) refuses one without them: it comes from an older export, of any model,
+    or was rewritten by a tool that drops the props."""
+    if PROP_EXPORT_ID not in expected:
+        return
+    raise EngineError(
+        f"stage '{name}': {path.name} carries no record of its export, though this engine's export wrote "
+        f"one into every graph (export {expected[PROP_EXPORT_ID]}): the file comes from another engine "
+        "folder, exported before vinci-edge recorded it, or was rewritten by a tool that drops ONNX "
+        "metadata",
+        hint=f"put back the engine folder's own {path.name}, or {REEXPORT}",
+    )
+
+
+def _describe(props: Mapping[str, str]) -> str:
+    return (
+        f"export {props.get(PROP_EXPORT_ID, '?')} of checkpoint {props.get(PROP_FINGERPRINT, '?')} "
+        f"(model id {props.get(PROP_MODEL_ID, '?')})"
+    )
 
 
 def _check_widths(name: str, entry: StageEntry, shapes: dict[str, list]) -> None:

@@ -10,6 +10,7 @@ are what the shared decode loop (`vinci_edge.generation.generate`) calls.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,13 @@ import numpy as np
 from vinci_edge import stages as st
 from vinci_edge.errors import EngineError, PromptError
 from vinci_edge.manifest import DecoderSpec
-from vinci_edge.runtime.backend import SessionSettings, import_onnxruntime, make_session
+from vinci_edge.runtime.backend import (
+    SessionSettings,
+    check_provenance,
+    graph_props,
+    import_onnxruntime,
+    make_session,
+)
 
 
 class OrtDecoder:
@@ -30,12 +37,16 @@ class OrtDecoder:
         settings: SessionSettings,
         context: int | None = None,
         embed_table: np.ndarray | None = None,
+        provenance: Mapping[str, str] | None = None,
     ):
-        """`embed_table`: the LLM's input embeddings (vocab, D), which `step` reads a token's row from."""
+        """`embed_table`: the LLM's input embeddings (vocab, D), which `step` reads a token's row from.
+        `provenance`: the props the graph must carry (`Manifest.stage_props`); None: not checked."""
         ort = import_onnxruntime()
         self.spec = spec
         self.embed_table = embed_table
         self.session = make_session(path, settings)
+        if provenance is not None:
+            check_provenance(self.name, path, graph_props(self.session), provenance)
         self.provider = self.session.get_providers()[0]
         self.dtype = np.float16 if spec.dtype == "float16" else np.float32
         self.context = spec.max_context if context is None else min(context, spec.max_context)

@@ -2,7 +2,8 @@
 
 `EngineStages[name]` is what the modalities encode through (`vinci_edge.stages.Stages`) and where
 the decoder comes from. Creating a session is timed into `load_metrics` (stage LOAD), apart from
-any request, so a profiler reports load time on its own.
+any request, so a profiler reports load time on its own. Each graph is checked against the manifest
+as its session is created (backend.py): the provenance it carries, its I/O and output widths.
 """
 
 from __future__ import annotations
@@ -65,12 +66,13 @@ class EngineStages:
             threads=self.threads,
             optimization=spec.ort_optimization,
         )
+        provenance = self.engine.manifest.stage_props(name)
         with self._load_metrics().stage(m.LOAD, stage=name) as attrs:
             if name == st.DECODER:
                 runner = OrtDecoder(
-                    path, self.engine.manifest.decoder, settings, self.context, self.text_table
+                    path, self.engine.manifest.decoder, settings, self.context, self.text_table, provenance
                 )
             else:
-                runner = OrtStage(name, path, settings, spec, MAX_BATCH.get(name))
+                runner = OrtStage(name, path, settings, spec, MAX_BATCH.get(name), provenance)
             attrs["provider"] = runner.provider
         return runner
