@@ -110,7 +110,7 @@ class Engine:
         each media stage was exported and quantized."""
         media = {k: self.stages[k] for k in MEDIA_STAGES if k in self.stages}
         record = {
-            "source": self.manifest.source.get("fingerprint"),
+            "source": [self.manifest.source.get(k) for k in ("fingerprint", "export_id")],
             "stages": {k: [e.file, e.dtype, self.manifest.precision_of(k)] for k, e in media.items()},
             "precision": {k: v for k, v in self.manifest.precision.items() if k in media},
         }
