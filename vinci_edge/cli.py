@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from vinci_edge import __version__
 from vinci_edge import cli_options as opt
 from vinci_edge.errors import MissingDependencyError, VinciEdgeError
 from vinci_edge.progress import to_stderr
@@ -146,10 +147,10 @@ DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "floa
 
 # ---- parser ---------------------------------------------------------------------------------------
 def _add_request_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--video", type=Path, help="video file (its audio track is used too)")
-    p.add_argument("--audio", type=Path, help="audio file (wav, mp3, flac, ...)")
-    p.add_argument("--image", type=Path, help="image file")
-    p.add_argument("--prompt", required=True, help="the question")
+    p.add_argument("--video", type=Path, help="video file; its audio track is used too (default: none)")
+    p.add_argument("--audio", type=Path, help="audio file: wav, mp3, flac, ... (default: none)")
+    p.add_argument("--image", type=Path, help="image file (default: none)")
+    opt.add_prompt_options(p)
     p.add_argument(
         "--num-frames",
         type=opt.frame_count,
@@ -157,11 +158,11 @@ def _add_request_args(p: argparse.ArgumentParser) -> None:
         help=f"video frames to sample, 1 - {opt.MAX_FRAMES} (default: the model's num_video_frames)",
     )
     p.add_argument("--max-new-tokens", type=opt.positive_int, default=64, help="at least 1 (default 64)")
-    p.add_argument("--temperature", type=opt.non_negative_float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--temperature", type=opt.non_negative_float, default=0.0, help="0 = greedy (default 0)")
     p.add_argument("--top-p", type=opt.probability, default=1.0, help="nucleus mass in (0, 1] (default 1)")
-    p.add_argument("--top-k", type=opt.non_negative_int, default=0, help="0 = no top-k cut (default)")
+    p.add_argument("--top-k", type=opt.non_negative_int, default=0, help="0 = no top-k cut (default 0)")
     p.add_argument("--seed", type=opt.seed, default=None, help="sampling seed (default: unseeded)")
-    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.add_argument("--stop", action="append", help="stop string, repeatable (default: none)")
     p.add_argument(
         "--json", action="store_true", help="print one JSON object: text, token_ids, timings, plan, warnings"
     )
@@ -169,20 +170,46 @@ def _add_request_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = opt.CommandLineParser(prog="vinci-edge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("init-checkpoint", help="write a random-weight checkpoint in the real layout")
-    p.add_argument("--preset", required=True, choices=["omnivinci-9b", "nano", "tiny"])
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--llm-gguf", type=Path, help="fill llm/ from a GGUF LLM (weights + tokenizer)")
+    p.add_argument(
+        "--preset",
+        required=True,
+        choices=["omnivinci-9b", "nano", "tiny"],
+        help="the model's shape: omnivinci-9b (the real layout and sizes), nano or tiny (small, for tests)",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="the checkpoint folder to write (new, or an empty folder)"
+    )
+    p.add_argument(
+        "--llm-gguf",
+        type=opt.gguf_file,
+        metavar="FILE|NAME",
+        help="fill llm/ from a GGUF LLM (weights + tokenizer): a .gguf file, or a name the package that "
+        f"ships it resolves ({opt.gguf_names()}) (default: a random LLM of the preset)",
+    )
     p.add_argument("--config-only", action="store_true", help="configs and tokenizer, no weights")
     p.add_argument("--seed", type=opt.seed, default=0, help="weight initialisation seed (default 0)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="weight dtype (default float32)",
+    )
     p.set_defaults(func=cmd_init_checkpoint)
 
     p = sub.add_parser("generate", help="answer with the PyTorch reference (streams the answer)")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, help="checkpoint folder (nvidia/omnivinci layout)"
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="compute dtype (default float32)",
+    )
     p.add_argument(
         "--native-stitch",
         action="store_true",
@@ -192,29 +219,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("export", help="export a checkpoint to an engine folder (ONNX stages + manifest)")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to export")
+    p.add_argument("--out", required=True, type=Path, help="the engine folder to write")
     p.add_argument(
         "--stages",
         type=opt.stage_list,
         default=None,
         help="comma-separated subset of vision,image_projector,audio,decoder (default: all it has)",
     )
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPE_NAMES))
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=sorted(DTYPE_NAMES),
+        help="weight dtype of the graphs (default fp32)",
+    )
     p.add_argument(
         "--max-context",
         type=opt.context_length,
         default=4096,
-        help="positions the decoder's KV cache can hold (capped by the LLM's maximum)",
+        help="positions the decoder's KV cache can hold, capped by the LLM's maximum (default 4096)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing engine folder")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="answer with the torch-free runtime on an engine folder")
-    p.add_argument("--engine", required=True, type=Path)
+    p.add_argument("--engine", required=True, type=Path, help="engine folder (from export or quantize)")
     opt.add_provider_options(p)
     p.add_argument(
-        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (0: one per core)"
+        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (default 0: one per core)"
     )
     p.add_argument(
         "--context",
