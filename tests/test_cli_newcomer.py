@@ -15,8 +15,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -272,6 +274,108 @@ def test_a_prompt_longer_than_an_argument_can_be_arrives_whole(tiny_engine, tmp_
     error = next(line for line in proc.stderr.splitlines() if "error:" in line)
     positions = int(re.search(r"the prompt takes (\d+) positions", error).group(1))
     assert positions > 30000  # the whole text, tokenized
+
+
+# ---- 5. what generate and run are doing --------------------------------------------------------------
+def test_run_says_each_step_on_stderr_and_stdout_is_only_the_answer(tiny_engine, clip):
+    argv = [
+        "run",
+        "--engine",
+        tiny_engine,
+        "--video",
+        clip,
+        "--prompt",
+        "What happens?",
+        "--max-new-tokens",
+        "4",
+    ]
+    as_json, as_text = cli(*argv, "--json"), cli(*argv)
+    assert as_json.returncode == as_text.returncode == 0, as_text.stderr
+    answer = json.loads(as_json.stdout)  # one JSON object, nothing else
+    assert as_text.stdout == answer["text"] + "\n"
+    for proc in (as_json, as_text):
+        news = _news(proc.stderr)
+        assert news[0] == f"loading the engine {tiny_engine}"
+        frames = answer["media"][0]["frames"]
+        for step in [
+            "loading the decoder stage",
+            "decoding the media",
+            "loading the vision stage",
+            f"encoding {frames} video frames (vision)",
+            "loading the audio stage",
+            "encoding the audio (1 mel window)",
+            f"reading the prompt (prefill, {answer['prompt_tokens']} positions)",
+        ]:
+            assert step in news, (step, news)
+        assert news[-1].startswith("reading the prompt"), news  # then the answer, not another line per token
+
+
+def test_generate_says_each_step_on_stderr(tiny_ckpt, wav):
+    argv = [
+        "generate",
+        "--checkpoint",
+        tiny_ckpt,
+        "--audio",
+        wav,
+        "--prompt",
+        "What?",
+        "--max-new-tokens",
+        "2",
+    ]
+    proc = cli(*argv, "--json")
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert _news(proc.stderr) == [
+        "loading PyTorch",
+        f"loading the checkpoint {tiny_ckpt} (float32)",
+        "decoding the media",
+        "encoding the audio (1 mel window)",
+        f"reading the prompt (prefill, {answer['prompt_tokens']} positions)",
+    ]
+
+
+def test_the_stage_listener_is_told_each_stage_as_it_starts():
+    from vinci_edge import metrics as m
+
+    heard = []
+    metrics = m.Metrics(on_stage=lambda name, attrs: heard.append((name, dict(attrs), len(metrics.records))))
+    with metrics.stage(m.VISION, frames=8):
+        pass
+    with metrics.stage(m.PREFILL, positions=3):
+        pass
+    assert heard == [(m.VISION, {"frames": 8}, 0), (m.PREFILL, {"positions": 3}, 1)]
+
+
+def _answer_so_far(stream: bytes) -> bytes:
+    """What of the merged stdout + stderr is answer: everything after the last progress line."""
+    _, progress, tail = stream.rpartition(PROGRESS.encode())
+    return tail.partition(b"\n")[2] if progress else stream
+
+
+def test_ctrl_c_during_an_answer_is_a_line_of_its_own(smol_engine):
+    """SIGINT while the answer streams (SmolLM2 writes one long paragraph, without line breaks): the
+    partial answer's line is ended, then the message."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["run", "--engine", str(smol_engine), "--max-new-tokens", "400"]
+    argv += ["--prompt", "Write one long paragraph about the history of the sea, without line breaks."]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vinci_edge.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, as on a terminal
+        env=env,
+    )
+    deadline = time.monotonic() + 240
+    seen = b""
+    while len(_answer_so_far(seen)) < 8 or seen.endswith(b"\n"):
+        chunk = proc.stdout.read1(4096)
+        assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    lines = (seen + rest).decode(errors="replace").splitlines()
+    assert proc.returncode == 130, lines
+    assert "vinci-edge: interrupted" in lines, lines[-3:]
+    assert "Traceback" not in "\n".join(lines)
 
 
 # ---- 6. a damaged checkpoint is refused before any work ----------------------------------------------

@@ -2,7 +2,9 @@
 
 Options are checked where they are parsed (vinci_edge/cli_options.py), before anything is loaded.
 A refused option and a vinci-edge error raised later are both one clear message (what is wrong,
-what to do) and exit status 2; nothing prints a raw traceback for user mistakes."""
+what to do) and exit status 2; nothing prints a raw traceback for user mistakes. Long work says what
+it is doing on stderr, one `[vinci-edge] ...` line per step; stdout holds only the answer (or the
+one JSON object of --json)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vinci_edge import __version__
 from vinci_edge import cli_options as opt
+from vinci_edge import metrics as m
 from vinci_edge.errors import MissingDependencyError, VinciEdgeError
 from vinci_edge.progress import to_stderr
 
@@ -49,18 +53,72 @@ def _media(args: argparse.Namespace) -> dict:
     return {"video": args.video, "audio": args.audio, "image": args.image, "num_frames": args.num_frames}
 
 
+class AnswerOut:
+    """The answer's text on stdout, remembering whether its last line is still open, so that a
+    message that interrupts it (Ctrl-C) starts on a line of its own."""
+
+    open_line = False
+
+    @classmethod
+    def write(cls, text: str) -> None:
+        print(text, end="", flush=True)
+        if text:
+            cls.open_line = not text.endswith("\n")
+
+    @classmethod
+    def end_line(cls) -> None:
+        if cls.open_line:
+            print(flush=True)
+            cls.open_line = False
+
+
 def _on_text(args: argparse.Namespace):
     """The answer streams to stdout as it is generated, unless --json prints it whole at the end."""
-    return None if args.json else (lambda s: print(s, end="", flush=True))
+    return None if args.json else AnswerOut.write
 
 
 def _print_answer(answer, as_json: bool) -> None:
     if as_json:
         print(json.dumps(answer.to_json(), indent=None))
     else:
-        print(flush=True)
+        AnswerOut.write("\n")
         for w in answer.warnings:
             to_stderr(f"warning: {w}")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def stage_news(name: str, attrs: dict[str, Any]) -> str | None:
+    """What `generate` and `run` say when a stage of the request starts; None for the quick stages
+    and for decode (the streaming answer shows it)."""
+    if name == m.LOAD:
+        return f"loading the {attrs.get('stage', 'engine')} stage"
+    if name == m.MEDIA_DECODE:
+        return "decoding the media"
+    if name == m.VISION:
+        if "frames" in attrs:
+            return f"encoding {_plural(attrs['frames'], 'video frame')} (vision)"
+        return "encoding the image (vision)"
+    if name == m.AUDIO:
+        return f"encoding the audio ({_plural(attrs.get('chunks', 1), 'mel window')})"
+    if name == m.PREFILL:
+        return f"reading the prompt (prefill, {_plural(attrs.get('positions', 0), 'position')})"
+    return None
+
+
+class StageNews:
+    """A `Metrics.on_stage` listener that says each stage once, on stderr, as it starts."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def __call__(self, name: str, attrs: dict[str, Any]) -> None:
+        news = stage_news(name, attrs)
+        if news is not None and news not in self.said:
+            self.said.add(news)
+            to_stderr(news)
 
 
 # ---- subcommands -----------------------------------------------------------------------------------
@@ -101,10 +159,14 @@ def _init_config_only(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    to_stderr("loading PyTorch")
     _require_torch("generate")
     from vinci_edge.model.reference import Reference
 
+    to_stderr(f"loading the checkpoint {args.checkpoint} ({args.dtype})")
     ref = Reference.from_checkpoint(args.checkpoint, dtype=args.dtype, native_stitch=args.native_stitch)
+    news = StageNews()
+    ref.metrics_factory = lambda: m.Metrics(on_stage=news)
     _print_answer(
         ref.answer(args.prompt, _gen_config(args), on_text=_on_text(args), **_media(args)), args.json
     )
@@ -131,6 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The torch-free runtime on an engine folder."""
     from vinci_edge.runtime.pipeline import Pipeline
 
+    to_stderr(f"loading the engine {args.engine}")
     pipe = Pipeline.from_engine(
         args.engine,
         provider=args.provider,
@@ -138,6 +201,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         context=args.context,
     )
+    news = StageNews()
+    pipe.load_metrics.on_stage = news  # the stages' sessions are made on first use
+    pipe.metrics_factory = lambda: m.Metrics(on_stage=news)
     _print_answer(pipe.ask(args.prompt, _gen_config(args), on_text=_on_text(args), **_media(args)), args.json)
     return 0
 
@@ -279,7 +345,8 @@ def run(argv: list[str] | None = None, entry: Callable[[argparse.Namespace], int
     except VinciEdgeError as exc:
         return _refuse("vinci-edge", exc)
     except KeyboardInterrupt:
-        print("vinci-edge: interrupted", file=sys.stderr)
+        AnswerOut.end_line()  # a partial answer's line ends first: the message gets one of its own
+        print("vinci-edge: interrupted", file=sys.stderr, flush=True)
         return 130
 
 
