@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from vinci_edge.assets import NAMED_GGUF
 from vinci_edge.errors import VinciEdgeError
+from vinci_edge.progress import to_stderr
 from vinci_edge.stages import STAGE_NAMES
 
 # The short provider names the runtime understands (runtime/backend.py maps them to ONNX Runtime's
@@ -259,7 +260,7 @@ def _read_stdin() -> str:
     if sys.stdin is None:
         raise argparse.ArgumentTypeError("there is no stdin to read the prompt from")
     if sys.stdin.isatty():
-        print("vinci-edge: reading the prompt from stdin (end it with Ctrl-D)", file=sys.stderr)
+        to_stderr("reading the prompt from stdin (end it with Ctrl-D)")
     try:
         return sys.stdin.read()
     except (OSError, UnicodeDecodeError) as exc:
