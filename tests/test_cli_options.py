@@ -50,10 +50,14 @@ def _required_args(command: str, folder: Path) -> list[str]:
     """Values for the required options of `command`: a choice, or a path inside `folder` that does
     not exist (so a command that ran anyway would fail, not write)."""
     argv = []
-    for action in _subcommands()[command]._actions:
+    sub = _subcommands()[command]
+    for action in sub._actions:
         if action.required and action.option_strings:
             value = action.choices[0] if action.choices else folder / action.dest
             argv += [action.option_strings[-1], str(value)]
+    for group in sub._mutually_exclusive_groups:  # one of them required: --prompt / --prompt-file
+        if group.required:
+            argv += [group._group_actions[0].option_strings[-1], "x"]
     return argv
 
 
@@ -240,7 +244,7 @@ def test_export_stages_are_checked_at_parse_time(tmp_path, capsys):
     ("argv", "prog", "message"),
     [
         (["run", "--engine", "e", "--prompt", "x", "--bogus"], "vinci-edge run", "unrecognized arguments"),
-        (["run", "--engine", "e"], "vinci-edge run", "the following arguments are required: --prompt"),
+        (["run", "--engine", "e"], "vinci-edge run", "one of the arguments --prompt --prompt-file is"),
         (["export", "--checkpoint", "c", "--out", "o", "--dtype", "int3"], "vinci-edge export",
          "argument --dtype: invalid choice: 'int3'"),
         (["quantize", "--engine", "e", "--out", "o", "--precision", "int4", "--target", "mars"],

@@ -2,7 +2,9 @@
 
 Options are checked where they are parsed (vinci_edge/cli_options.py), before anything is loaded.
 A refused option and a vinci-edge error raised later are both one clear message (what is wrong,
-what to do) and exit status 2; nothing prints a raw traceback for user mistakes."""
+what to do) and exit status 2; nothing prints a raw traceback for user mistakes. Long work says what
+it is doing on stderr, one `[vinci-edge] ...` line per step; stdout holds only the answer (or the
+one JSON object of --json)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from vinci_edge import __version__
 from vinci_edge import cli_options as opt
+from vinci_edge import metrics as m
 from vinci_edge.errors import MissingDependencyError, VinciEdgeError
 from vinci_edge.progress import to_stderr
 
@@ -48,18 +53,72 @@ def _media(args: argparse.Namespace) -> dict:
     return {"video": args.video, "audio": args.audio, "image": args.image, "num_frames": args.num_frames}
 
 
+class AnswerOut:
+    """The answer's text on stdout, remembering whether its last line is still open, so that a
+    message that interrupts it (Ctrl-C) starts on a line of its own."""
+
+    open_line = False
+
+    @classmethod
+    def write(cls, text: str) -> None:
+        print(text, end="", flush=True)
+        if text:
+            cls.open_line = not text.endswith("\n")
+
+    @classmethod
+    def end_line(cls) -> None:
+        if cls.open_line:
+            print(flush=True)
+            cls.open_line = False
+
+
 def _on_text(args: argparse.Namespace):
     """The answer streams to stdout as it is generated, unless --json prints it whole at the end."""
-    return None if args.json else (lambda s: print(s, end="", flush=True))
+    return None if args.json else AnswerOut.write
 
 
 def _print_answer(answer, as_json: bool) -> None:
     if as_json:
         print(json.dumps(answer.to_json(), indent=None))
     else:
-        print(flush=True)
+        AnswerOut.write("\n")
         for w in answer.warnings:
             to_stderr(f"warning: {w}")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def stage_news(name: str, attrs: dict[str, Any]) -> str | None:
+    """What `generate` and `run` say when a stage of the request starts; None for the quick stages
+    and for decode (the streaming answer shows it)."""
+    if name == m.LOAD:
+        return f"loading the {attrs.get('stage', 'engine')} stage"
+    if name == m.MEDIA_DECODE:
+        return "decoding the media"
+    if name == m.VISION:
+        if "frames" in attrs:
+            return f"encoding {_plural(attrs['frames'], 'video frame')} (vision)"
+        return "encoding the image (vision)"
+    if name == m.AUDIO:
+        return f"encoding the audio ({_plural(attrs.get('chunks', 1), 'mel window')})"
+    if name == m.PREFILL:
+        return f"reading the prompt (prefill, {_plural(attrs.get('positions', 0), 'position')})"
+    return None
+
+
+class StageNews:
+    """A `Metrics.on_stage` listener that says each stage once, on stderr, as it starts."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def __call__(self, name: str, attrs: dict[str, Any]) -> None:
+        news = stage_news(name, attrs)
+        if news is not None and news not in self.said:
+            self.said.add(news)
+            to_stderr(news)
 
 
 # ---- subcommands -----------------------------------------------------------------------------------
@@ -100,10 +159,14 @@ def _init_config_only(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    to_stderr("loading PyTorch")
     _require_torch("generate")
     from vinci_edge.model.reference import Reference
 
+    to_stderr(f"loading the checkpoint {args.checkpoint} ({args.dtype})")
     ref = Reference.from_checkpoint(args.checkpoint, dtype=args.dtype, native_stitch=args.native_stitch)
+    news = StageNews()
+    ref.metrics_factory = lambda: m.Metrics(on_stage=news)
     _print_answer(
         ref.answer(args.prompt, _gen_config(args), on_text=_on_text(args), **_media(args)), args.json
     )
@@ -130,6 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The torch-free runtime on an engine folder."""
     from vinci_edge.runtime.pipeline import Pipeline
 
+    to_stderr(f"loading the engine {args.engine}")
     pipe = Pipeline.from_engine(
         args.engine,
         provider=args.provider,
@@ -137,6 +201,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         context=args.context,
     )
+    news = StageNews()
+    pipe.load_metrics.on_stage = news  # the stages' sessions are made on first use
+    pipe.metrics_factory = lambda: m.Metrics(on_stage=news)
     _print_answer(pipe.ask(args.prompt, _gen_config(args), on_text=_on_text(args), **_media(args)), args.json)
     return 0
 
@@ -146,10 +213,10 @@ DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "floa
 
 # ---- parser ---------------------------------------------------------------------------------------
 def _add_request_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--video", type=Path, help="video file (its audio track is used too)")
-    p.add_argument("--audio", type=Path, help="audio file (wav, mp3, flac, ...)")
-    p.add_argument("--image", type=Path, help="image file")
-    p.add_argument("--prompt", required=True, help="the question")
+    p.add_argument("--video", type=Path, help="video file; its audio track is used too (default: none)")
+    p.add_argument("--audio", type=Path, help="audio file: wav, mp3, flac, ... (default: none)")
+    p.add_argument("--image", type=Path, help="image file (default: none)")
+    opt.add_prompt_options(p)
     p.add_argument(
         "--num-frames",
         type=opt.frame_count,
@@ -157,11 +224,11 @@ def _add_request_args(p: argparse.ArgumentParser) -> None:
         help=f"video frames to sample, 1 - {opt.MAX_FRAMES} (default: the model's num_video_frames)",
     )
     p.add_argument("--max-new-tokens", type=opt.positive_int, default=64, help="at least 1 (default 64)")
-    p.add_argument("--temperature", type=opt.non_negative_float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--temperature", type=opt.non_negative_float, default=0.0, help="0 = greedy (default 0)")
     p.add_argument("--top-p", type=opt.probability, default=1.0, help="nucleus mass in (0, 1] (default 1)")
-    p.add_argument("--top-k", type=opt.non_negative_int, default=0, help="0 = no top-k cut (default)")
+    p.add_argument("--top-k", type=opt.non_negative_int, default=0, help="0 = no top-k cut (default 0)")
     p.add_argument("--seed", type=opt.seed, default=None, help="sampling seed (default: unseeded)")
-    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.add_argument("--stop", action="append", help="stop string, repeatable (default: none)")
     p.add_argument(
         "--json", action="store_true", help="print one JSON object: text, token_ids, timings, plan, warnings"
     )
@@ -169,20 +236,46 @@ def _add_request_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = opt.CommandLineParser(prog="vinci-edge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("init-checkpoint", help="write a random-weight checkpoint in the real layout")
-    p.add_argument("--preset", required=True, choices=["omnivinci-9b", "nano", "tiny"])
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--llm-gguf", type=Path, help="fill llm/ from a GGUF LLM (weights + tokenizer)")
+    p.add_argument(
+        "--preset",
+        required=True,
+        choices=["omnivinci-9b", "nano", "tiny"],
+        help="the model's shape: omnivinci-9b (the real layout and sizes), nano or tiny (small, for tests)",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="the checkpoint folder to write (new, or an empty folder)"
+    )
+    p.add_argument(
+        "--llm-gguf",
+        type=opt.gguf_file,
+        metavar="FILE|NAME",
+        help="fill llm/ from a GGUF LLM (weights + tokenizer): a .gguf file, or a name the package that "
+        f"ships it resolves ({opt.gguf_names()}) (default: a random LLM of the preset)",
+    )
     p.add_argument("--config-only", action="store_true", help="configs and tokenizer, no weights")
     p.add_argument("--seed", type=opt.seed, default=0, help="weight initialisation seed (default 0)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="weight dtype (default float32)",
+    )
     p.set_defaults(func=cmd_init_checkpoint)
 
     p = sub.add_parser("generate", help="answer with the PyTorch reference (streams the answer)")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, help="checkpoint folder (nvidia/omnivinci layout)"
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="compute dtype (default float32)",
+    )
     p.add_argument(
         "--native-stitch",
         action="store_true",
@@ -192,29 +285,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("export", help="export a checkpoint to an engine folder (ONNX stages + manifest)")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder to export")
+    p.add_argument("--out", required=True, type=Path, help="the engine folder to write")
     p.add_argument(
         "--stages",
         type=opt.stage_list,
         default=None,
         help="comma-separated subset of vision,image_projector,audio,decoder (default: all it has)",
     )
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPE_NAMES))
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=sorted(DTYPE_NAMES),
+        help="weight dtype of the graphs (default fp32)",
+    )
     p.add_argument(
         "--max-context",
         type=opt.context_length,
         default=4096,
-        help="positions the decoder's KV cache can hold (capped by the LLM's maximum)",
+        help="positions the decoder's KV cache can hold, capped by the LLM's maximum (default 4096)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing engine folder")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="answer with the torch-free runtime on an engine folder")
-    p.add_argument("--engine", required=True, type=Path)
+    p.add_argument("--engine", required=True, type=Path, help="engine folder (from export or quantize)")
     opt.add_provider_options(p)
     p.add_argument(
-        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (0: one per core)"
+        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (default 0: one per core)"
     )
     p.add_argument(
         "--context",
@@ -247,7 +345,8 @@ def run(argv: list[str] | None = None, entry: Callable[[argparse.Namespace], int
     except VinciEdgeError as exc:
         return _refuse("vinci-edge", exc)
     except KeyboardInterrupt:
-        print("vinci-edge: interrupted", file=sys.stderr)
+        AnswerOut.end_line()  # a partial answer's line ends first: the message gets one of its own
+        print("vinci-edge: interrupted", file=sys.stderr, flush=True)
         return 130
 
 

@@ -6,6 +6,9 @@ the value and what is allowed (argparse prefixes the option: `argument --top-p: 
 `CommandLineParser` gives argparse's own errors (unknown option, missing option, bad choice) the same
 shape: `UsageError`, which `vinci_edge.cli.run` prints as one error line and one hint line.
 
+Files the command only reads (`--prompt-file`, `--llm-gguf`) are read or found here too, so an empty
+or unreadable one is refused the same way.
+
 Only the standard library and bottom modules are imported: the torch-free commands import this too.
 """
 
@@ -13,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
+from vinci_edge.assets import NAMED_GGUF
 from vinci_edge.errors import VinciEdgeError
+from vinci_edge.progress import to_stderr
 from vinci_edge.stages import STAGE_NAMES
 
 # The short provider names the runtime understands (runtime/backend.py maps them to ONNX Runtime's
@@ -217,5 +224,98 @@ def add_provider_options(p: argparse.ArgumentParser) -> None:
         action=StageProviders,
         default=None,
         metavar="STAGE=PROVIDER",
-        help="override the provider of one stage, e.g. vision=cuda (repeatable)",
+        help="override the provider of one stage, e.g. vision=cuda, repeatable (default: every stage on "
+        "--provider)",
     )
+
+
+# ---- files read where they are parsed ---------------------------------------------------------------
+STDIN = "-"
+
+
+def prompt_text(text: str) -> str:
+    """`type=` for --prompt: the question itself, or `-` for the question read from stdin (a long
+    prompt does not fit in one argument: the OS caps one at 128 KiB). An empty one is refused."""
+    if text == STDIN:
+        return _nonempty(_read_stdin(), "stdin")
+    return _nonempty(text, "the prompt")
+
+
+def prompt_file(text: str) -> str:
+    """`type=` for --prompt-file: the question read from a UTF-8 text file (`-`: stdin)."""
+    if text == STDIN:
+        return _nonempty(_read_stdin(), "stdin")
+    try:
+        data = Path(text).expanduser().read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None
+    try:
+        return _nonempty(data.decode("utf-8"), text)
+    except UnicodeDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{text} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_stdin() -> str:
+    """stdin's text; on a terminal, say how to end it first."""
+    if sys.stdin is None:
+        raise argparse.ArgumentTypeError("there is no stdin to read the prompt from")
+    if sys.stdin.isatty():
+        to_stderr("reading the prompt from stdin (end it with Ctrl-D)")
+    try:
+        return sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read the prompt from stdin: {exc}") from None
+
+
+def _nonempty(text: str, source: str) -> str:
+    """The prompt without its trailing newlines (as the shell's "$(cat FILE)" gives it), refused when
+    nothing but whitespace is left."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{source} is empty")
+    return text.rstrip("\r\n")
+
+
+def add_prompt_options(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """--prompt TEXT (`-`: stdin) and --prompt-file PATH, both into `args.prompt`. Exactly one of the
+    two is required, unless the command has a `default` question."""
+    group = p.add_mutually_exclusive_group(required=default is None)
+    shown = "required: this or --prompt-file" if default is None else f"default: {default!r}"
+    group.add_argument(
+        "--prompt",
+        type=prompt_text,
+        default=default,
+        help=f"the question; - reads it from stdin ({shown})",
+    )
+    group.add_argument(
+        "--prompt-file",
+        dest="prompt",
+        type=prompt_file,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="read the question from a UTF-8 text file, for one too long for a command line "
+        "(default: --prompt)",
+    )
+
+
+def gguf_file(text: str) -> Path:
+    """`type=` for init-checkpoint --llm-gguf: a name from `assets.NAMED_GGUF` (the file inside the
+    package that ships it) or the path of a GGUF file."""
+    named = NAMED_GGUF.get(text.strip().lower())
+    if named is not None:
+        path = named.locate()
+        if path is None:
+            raise argparse.ArgumentTypeError(
+                f"{text} ({named.description}) is not installed: {named.install}"
+            )
+        return path
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a GGUF file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is neither a GGUF file nor a known name ({gguf_names()})")
+    return path
+
+
+def gguf_names() -> str:
+    """The names --llm-gguf resolves, each with what it is and how to install it."""
+    return "; ".join(f"{g.name}: {g.description}, from {g.install}" for g in NAMED_GGUF.values())

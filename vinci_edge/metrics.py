@@ -1,13 +1,14 @@
 """One metrics object for a request: stage timings keyed by constant stage names, plus counters.
 
 Every stage of a request (reference or runtime) is timed through `Metrics.stage(NAME)`, so the
-`--json` output, the profiler and its trace files all read the same records.
+`--json` output, the profiler and its trace files all read the same records. `on_stage`, when set,
+is told each stage as it starts (the command line says what a request is doing with it).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,9 @@ STAGES = (MEDIA_DECODE, FRAME_PREPROCESS, LOG_MEL, TOKENIZE, VISION, AUDIO, STIT
 # profiler reports it apart from the per-request times (see Pipeline.load_metrics).
 LOAD = "load"
 
+# Told a stage's name and attributes as the stage starts.
+StageListener = Callable[[str, dict[str, Any]], None]
+
 
 @dataclass
 class StageRecord:
@@ -49,10 +53,13 @@ class Metrics:
     origin_ns: int = field(default_factory=time.perf_counter_ns)
     first_token_ns: int | None = None
     end_ns: int | None = None
+    on_stage: StageListener | None = field(default=None, repr=False, compare=False)
 
     @contextmanager
     def stage(self, name: str, **attrs: Any) -> Iterator[dict[str, Any]]:
         """Time a block; the yielded dict may be filled with attributes while it runs."""
+        if self.on_stage is not None:
+            self.on_stage(name, attrs)
         start = time.perf_counter_ns()
         try:
             yield attrs

@@ -90,12 +90,15 @@ def export_engine(
     progress: Progress | None = None,
 ) -> Manifest:
     """Export `stages` of a checkpoint to an engine folder and return its manifest."""
-    from vinci_edge.model.checkpoint import fingerprint
+    from vinci_edge.model.checkpoint import check_weights, components, fingerprint
 
     say = progress or silent
     ckpt, out = Path(checkpoint), Path(out)
     cfg = load_config(ckpt)
     stages = _check_request(cfg, stages, dtype)
+    # Every weight file the export will read, before any work: the LLM always (the text table), the
+    # towers when a media stage is exported.
+    check_weights(ckpt, components(cfg, with_towers=any(s != st.DECODER for s in stages)))
     source = {
         "checkpoint": str(ckpt.resolve()),
         "fingerprint": fingerprint(ckpt),

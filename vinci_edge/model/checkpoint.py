@@ -61,20 +61,57 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
+def _damaged(f: Path, exc: Exception) -> CheckpointError:
+    """The one message for a weight file safetensors cannot read (load and export alike)."""
+    return CheckpointError(f"cannot read {f}: {exc}", hint="the file is damaged or not safetensors")
+
+
+def _require_file(f: Path) -> None:
+    if not f.is_file():
+        raise CheckpointError(f"weight shard {f} is missing", hint="re-download the checkpoint")
+
+
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for f in weight_files(folder):
-        if not f.is_file():
-            raise CheckpointError(f"weight shard {f} is missing", hint="re-download the checkpoint")
+        _require_file(f)
         try:
             with safe_open(str(f), framework="pt") as sf:
                 for key in sf.keys():  # noqa: SIM118 - safe_open is not a dict
                     state[key] = sf.get_tensor(key)
         except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(
-                f"cannot read {f}: {exc}", hint="the file is damaged or not safetensors"
-            ) from exc
+            raise _damaged(f, exc) from exc
     return state
+
+
+def components(cfg: OmniVinciConfig, with_llm: bool = True, with_towers: bool = True) -> list[str]:
+    """The component folders a load reads: the LLM, and the towers and projectors (the sound ones
+    only when the config has sound)."""
+    sound = ("sound_tower", "sound_mm_projector")
+    return [
+        name
+        for name in COMPONENT_MODULES
+        if (with_llm if name == "llm" else with_towers and (cfg.has_sound or name not in sound))
+    ]
+
+
+def check_weights(checkpoint: str | Path, names: list[str]) -> None:
+    """Refuse a checkpoint whose weights in the component folders `names` cannot be read: a missing
+    folder or shard, or a file whose safetensors header is damaged or promises more bytes than the
+    file holds (a truncated download). Reads the headers only, so long work (export) can check up
+    front instead of failing halfway."""
+    ckpt = Path(checkpoint)
+    for name in names:
+        folder = ckpt / name
+        if not folder.is_dir():
+            raise CheckpointError(f"{ckpt} has no {name}/ folder", hint="the checkpoint is incomplete")
+        for f in weight_files(folder):
+            _require_file(f)
+            try:
+                with safe_open(str(f), framework="pt"):
+                    pass  # opening parses the header and checks the file's size against it
+            except Exception as exc:
+                raise _damaged(f, exc) from exc
 
 
 def _load_component(model: OmniVinciModel, name: str, folder: Path, dtype: torch.dtype) -> None:
@@ -114,11 +151,7 @@ def load_model(checkpoint: str | Path, dtype: str = "float32", with_llm: bool = 
     cfg = load_config(ckpt)
     torch_dtype = DTYPES[dtype]
     model = OmniVinciModel(cfg, with_llm=with_llm).to(torch_dtype)
-    for name in COMPONENT_MODULES:
-        if name in ("sound_tower", "sound_mm_projector") and not cfg.has_sound:
-            continue
-        if name == "llm" and not with_llm:
-            continue
+    for name in components(cfg, with_llm=with_llm):
         folder = ckpt / name
         if not folder.is_dir():
             raise CheckpointError(f"{ckpt} has no {name}/ folder", hint="the checkpoint is incomplete")

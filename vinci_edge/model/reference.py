@@ -101,6 +101,9 @@ class Reference:
         self.prompts = PromptBuilder(self.cfg, tokenizer, encoders=encoders)
         self.stages = TorchStages(model)
         self.decoder = TorchDecoder(model)
+        # Makes each request's Metrics, as `Pipeline.metrics_factory` does (the command line sets one
+        # that says each stage as it starts).
+        self.metrics_factory: Callable[[], m.Metrics] = m.Metrics
 
     @classmethod
     def from_checkpoint(
@@ -144,7 +147,7 @@ class Reference:
         return (yield from self._run(question, gen or GenerationConfig(), **media))
 
     def _run(self, question: str, gen: GenerationConfig, **media: Any) -> Generator[str, None, Answer]:
-        metrics = m.Metrics()
+        metrics = self.metrics_factory()
         prompt = self.prepare(question, metrics=metrics, **media)
         max_new, warnings = fit_context(len(prompt.plan), gen.max_new_tokens, self.decoder.context)
         embeds = self.inputs_embeds(prompt, metrics)

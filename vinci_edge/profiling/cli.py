@@ -106,10 +106,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "profile", help="per-stage latency, memory, sizes and decode bound of one or more engines"
     )
     p.add_argument("--engine", required=True, type=Path, help="engine folder (the baseline of --compare)")
-    p.add_argument("--video", type=Path, help="video file (its audio track is used too)")
-    p.add_argument("--audio", type=Path, help="audio file")
-    p.add_argument("--image", type=Path, help="image file")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question")
+    p.add_argument("--video", type=Path, help="video file; its audio track is used too (default: none)")
+    p.add_argument("--audio", type=Path, help="audio file (default: none)")
+    p.add_argument("--image", type=Path, help="image file (default: none)")
+    opt.add_prompt_options(p, default=DEFAULT_PROMPT)
     p.add_argument(
         "--num-frames", type=opt.frame_count, default=None, help="video frames (default: the model's)"
     )
@@ -129,11 +129,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=opt.engine_at_provider,
         nargs="+",
         metavar="DIR[@PROVIDER]",
-        help="more engine folders to profile with the same request, as ratios to --engine",
+        help="more engine folders to profile with the same request, as ratios to --engine (default: none)",
     )
     opt.add_provider_options(p)
     p.add_argument(
-        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (0: one per core)"
+        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (default 0: one per core)"
     )
     p.add_argument(
         "--in-process",
