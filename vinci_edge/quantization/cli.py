@@ -98,20 +98,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target",
         choices=["cpu", "orin", "thor", "ada", "hopper"],
-        help="where the engine will run: refuses precisions it cannot run (e.g. fp8 on orin)",
+        help="where the engine will run: refuses precisions it cannot run (e.g. fp8 on orin); "
+        "default: no target, nothing refused",
     )
     p.add_argument(
-        "--calib-video", action="append", type=Path, metavar="FILE", help="calibration clip (repeatable)"
+        "--calib-video",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="calibration clip (repeatable; default: the Debian sample clips that are installed)",
     )
     p.add_argument(
-        "--calib-audio", action="append", type=Path, metavar="FILE", help="calibration audio (repeatable)"
+        "--calib-audio",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="calibration audio (repeatable; default: none, clips give the audio)",
     )
     p.add_argument(
         "--calib-text",
         action="append",
         type=Path,
         metavar="FILE",
-        help="plain English text for the questions (repeatable)",
+        help="plain English text for the questions (repeatable; default: the Debian license texts "
+        "but GPL-3, which the accuracy report measures on)",
     )
     p.add_argument(
         "--calib-size",
@@ -126,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=opt.unit_interval,
         metavar="ALPHA",
         help="SmoothQuant the decoder before int8 / int8-dynamic (alpha in [0, 1]; "
-        "of 0.5, 0.8 and 0.9, 0.8 kept SmolLM2 closest to fp32 at int8)",
+        "of 0.5, 0.8 and 0.9, 0.8 kept SmolLM2 closest to fp32 at int8; default: off)",
     )
     p.add_argument(
         "--keep-fp32",
@@ -135,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "down_proj (SmolLM2: int8 + --smoothquant 0.8 + --keep-fp32 down_proj is +0.1%% perplexity, "
         "+4.6%% without it); or 'auto': quantize all, then keep the kinds a sensitivity sweep on "
         "256 tokens of calibration text needs for the upper end of the perplexity change's 95%% "
-        "interval to be within 2%% (slow: a few minutes per kind tried on the CPU)",
+        "interval to be within 2%% (slow: a few minutes per kind tried on the CPU); default: none",
     )
     p.add_argument(
         "--head-bits",

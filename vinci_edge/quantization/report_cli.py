@@ -62,15 +62,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--answer-tokens", type=opt.positive_int, default=32, help="tokens per greedy answer (default 32)"
     )
-    p.add_argument("--video", type=Path, default=None, help="clip for vision/audio and a video prompt")
-    p.add_argument("--audio", type=Path, default=None, help="audio file for the audio stage")
-    p.add_argument("--image", type=Path, default=None, help="image for the dynamic-S2 image projector")
+    p.add_argument(
+        "--video",
+        type=Path,
+        default=None,
+        help="clip for vision/audio and a video prompt (default: Debian's movie-hello.mp4 when installed)",
+    )
+    p.add_argument(
+        "--audio",
+        type=Path,
+        default=None,
+        help="audio file for the audio stage (default: ALSA's Front_Center.wav when installed)",
+    )
+    p.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="image for the dynamic-S2 image projector (default: opencv-doc's fruits.jpg when installed)",
+    )
     p.add_argument(
         "--num-frames", type=opt.frame_count, default=None, help="frames per video (default: model's)"
     )
     p.add_argument("--towers-only", action="store_true", help="skip the LLM (perplexity and answers)")
     p.add_argument(
-        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (0: one per core)"
+        "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (default 0: one per core)"
     )
     p.set_defaults(func=cmd_quant_report)
 
