@@ -313,3 +313,11 @@ def test_fp16_engine_runs_and_stays_close(tiny_ckpt, tiny_pair, tmp_path, clip):
     pipe.decoder.reset()
     logits = pipe.decoder.append(got)
     assert np.abs(logits - ref_logits.numpy()).max() <= 0.02 * float(ref_logits.abs().max())
+
+
+def test_a_file_given_as_the_engine_says_so(tmp_path, capsys):
+    not_a_folder = tmp_path / "decoder.onnx"
+    not_a_folder.write_bytes(b"\x08\x07")
+    assert run(["run", "--engine", str(not_a_folder), "--prompt", "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not an engine folder" in err and "Traceback" not in err
