@@ -8,6 +8,7 @@ axis is dynamic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def export_audio(
     dtype: str = "float32",
     progress: Progress | None = None,
     external_data: bool | None = None,
+    props: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write audio.onnx (chunks axis dynamic) and return its manifest entry."""
     if not model.cfg.has_sound:
@@ -58,4 +60,5 @@ def export_audio(
         dtype=dtype,
         external_data=external_data,
         progress=say,
+        props=props,
     )

@@ -30,7 +30,6 @@ from vinci_edge import stages as st
 from vinci_edge.config import OmniVinciConfig, load_config
 from vinci_edge.errors import EngineError
 from vinci_edge.export.decoder import TensorSource, export_decoder
-from vinci_edge.export.onnx_writer import add_props
 from vinci_edge.manifest import (
     Manifest,
     StageEntry,
@@ -173,10 +172,8 @@ def _export_towers(
     for name in stages:
         fn, file = exporters[name]
         say(f"exporting the {name} stage")
-        out[name] = StageEntry.from_dict(
-            name, {**fn(model, folder / file, dtype=dtype, progress=say), "file": file}
-        )
-        add_props(folder / file, props[name])
+        entry = fn(model, folder / file, dtype=dtype, progress=say, props=props[name])
+        out[name] = StageEntry.from_dict(name, {**entry, "file": file})
     return out
 
 

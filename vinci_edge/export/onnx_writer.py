@@ -92,8 +92,8 @@ def save_graph(
 def add_props(path: Path, props: Mapping[str, str]) -> None:
     """Add `props` to the metadata_props of the saved graph at `path` (keys it has are replaced).
 
-    How export stamps a tower graph with its provenance (vinci_edge.manifest.stage_props) once
-    torch.onnx saved it, and how quantize carries the props over to a quantized graph. Only the graph
+    How quantize carries a stage's provenance (vinci_edge.manifest.stage_props) over to the graph a
+    handler wrote (export sets the props as it saves each graph). Only the graph
     file is rewritten: it is read without its external data, and onnx writes out no tensor whose
     bytes it did not load, so `<file>.data` stays as it was; weights kept inline (graphs under 100 MB
     of weights) are read and written once more.

@@ -17,7 +17,7 @@ import copy
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +141,10 @@ def export_stage(
     dtype: str,
     external_data: bool | None = None,
     progress: Progress | None = None,
+    props: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Export `module(example)` to `out_path` with axis 0 of the input (and outputs) dynamic.
+    """Export `module(example)` to `out_path` with axis 0 of the input (and outputs) dynamic;
+    `props` go to the graph's metadata_props (the stage's provenance, vinci_edge.manifest.stage_props).
 
     `module` may hold weights of another dtype than `dtype`: a converted copy of just its weights is
     exported (the caller's model is never cast in place, as fp32 -> fp16 -> fp32 is lossy).
@@ -180,6 +182,7 @@ def export_stage(
     data_path = out_path.with_name(out_path.name + ".data")
     data_path.unlink(missing_ok=True)  # never leave a stale data file beside an inline graph
     say(f"{stage}: saving {out_path.name}" + (f" + {data_path.name}" if external else ""))
+    program.model.metadata_props.update(props or {})
     program.save(str(out_path), external_data=external)
     # onnxscript's rewriter rules keep their last match in module state, and through it this graph
     # and every weight it references, until the next export; detach the weights from the graph so

@@ -16,6 +16,7 @@ reference's output and are left out of the graph (for the 9B tower: 1 of 27 laye
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ def export_vision(
     dtype: str = "float32",
     progress: Progress | None = None,
     external_data: bool | None = None,
+    props: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write vision.onnx (frames axis dynamic) and return its manifest entry."""
     say = progress or silent
@@ -104,6 +106,7 @@ def export_vision(
         dtype=dtype,
         external_data=external_data,
         progress=say,
+        props=props,
     )
 
 
@@ -113,6 +116,7 @@ def export_image_projector(
     dtype: str = "float32",
     progress: Progress | None = None,
     external_data: bool | None = None,
+    props: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write image_projector.onnx (blocks axis dynamic): S2-merged features -> tokens."""
     example = torch.zeros(2, tile_patches(model), model.cfg.mm_hidden_size)
@@ -127,4 +131,5 @@ def export_image_projector(
         dtype=dtype,
         external_data=external_data,
         progress=progress,
+        props=props,
     )
