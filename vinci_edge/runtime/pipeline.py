@@ -118,9 +118,24 @@ class Pipeline:
         """Yield the answer text piece by piece."""
         return (yield from self._run(question, gen or GenerationConfig(), **media))
 
+    def answer(
+        self,
+        prompt: Prompt,
+        gen: GenerationConfig | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer a prompt built elsewhere (`PromptBuilder.from_chunks`: a live session's window and
+        question, answered from scratch)."""
+        return consume(self._answer(prompt, gen or GenerationConfig(), self.metrics_factory()), on_text)
+
     def _run(self, question: str, gen: GenerationConfig, **media: Any) -> Generator[str, None, Answer]:
         metrics = self.metrics_factory()
         prompt = self.prepare(question, metrics=metrics, **media)
+        return (yield from self._answer(prompt, gen, metrics))
+
+    def _answer(
+        self, prompt: Prompt, gen: GenerationConfig, metrics: m.Metrics
+    ) -> Generator[str, None, Answer]:
         decoder = self.decoder
         max_new, warnings = fit_context(len(prompt.plan), gen.max_new_tokens, decoder.context)
         embeds = self.inputs_embeds(prompt, metrics)
