@@ -27,6 +27,8 @@ from vinci_edge import crte
 from vinci_edge import metrics as m
 from vinci_edge import stages as st
 from vinci_edge.generation import Answer, GenerationConfig, consume, fit_context, generate
+from vinci_edge.kinds import Kind
+from vinci_edge.plan import Plan
 from vinci_edge.request.encode import EncodedCache, encode_banks
 from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.runtime.decoder import OrtDecoder
@@ -100,8 +102,13 @@ class Pipeline:
         banks = encode_banks(
             prompt, self.prompts.modalities, self.stages, self.cfg.hidden_size, metrics, self.cache
         )
-        with metrics.stage(m.STITCH, positions=len(prompt.plan), implementation=self.stitch_name):
-            x = StitchInputs(prompt.plan, self.text_table, banks, self.tables)
+        return self.stitch(prompt.plan, banks, metrics)
+
+    def stitch(self, plan: Plan, banks: dict[Kind, np.ndarray], metrics: m.Metrics) -> np.ndarray:
+        """The plan's positions as the decoder's input: text rows, media rows TEG-gathered from the
+        banks and CRTE-rotated (a live session stitches each segment as it is appended)."""
+        with metrics.stage(m.STITCH, positions=len(plan), implementation=self.stitch_name):
+            x = StitchInputs(plan, self.text_table, banks, self.tables)
             return self._stitch(x, self.decoder.dtype)
 
     def ask(
