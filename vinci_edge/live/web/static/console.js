@@ -88,15 +88,19 @@
       card.dataset.qid = qid;
       card.dataset.state = "waiting";
       const heading = el("h4", "question", question || "(question not in the replay)");
-      const meta = el("p", "meta", `#${qid} · ${origin || "?"}${t != null ? ` · asked at ${fmtT(t)}` : ""}`);
+      const meta = el("p", "meta", `#${qid}`);
       const text = el("p", "text");
       const status = el("p", "status", "waiting for its turn…");
       card.append(heading, meta, text, status);
       $("answers").prepend(card);
-      entry = { card, heading, text, status, streamed: "" };
+      entry = { card, heading, meta, text, status, streamed: "" };
       state.answers.set(qid, entry);
       trimAnswers();
     }
+    if (origin) entry.origin = origin;
+    if (isNum(t)) entry.askedAt = t;
+    entry.meta.textContent = [`#${qid}`, entry.origin, isNum(entry.askedAt) && `asked at ${fmtT(entry.askedAt)}`]
+      .filter(Boolean).join(" · ");
     return entry;
   }
 
@@ -339,9 +343,11 @@
       ctx.fillStyle = "#333";
       ctx.fillText(fmtS(v), plot.x - 4, Y(v));
     }
-    ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    for (const t of [t0, (t0 + t1) / 2, t1]) ctx.fillText(fmtT(t), X(t), plot.y + plot.h + 6);
+    [t0, (t0 + t1) / 2, t1].forEach((t, i) => {
+      ctx.textAlign = ["left", "center", "right"][i];
+      ctx.fillText(fmtT(t), X(t), plot.y + plot.h + 6);
+    });
     ctx.strokeStyle = "#444";
     ctx.strokeRect(plot.x, plot.y, plot.w, plot.h);
   }
