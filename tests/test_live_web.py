@@ -6,9 +6,11 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import shutil
 import socket
 import time
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,6 +137,10 @@ def test_the_replay_is_bounded_and_a_slow_client_loses_its_oldest_events_counted
         hub.publish({"type": "x", "t": float(k)})
     client, replay = hub.connect()
     assert [item.seq for item in replay] == [6, 7, 8, 9, 10]
+    for after, seqs in ((8, [9, 10]), (99, [6, 7, 8, 9, 10])):  # 99: an id from before a restart
+        other, replay = hub.connect(after=after)
+        assert [item.seq for item in replay] == seqs
+        hub.disconnect(other)
     for k in range(10, 17):
         hub.publish({"type": "x", "t": float(k)})
     items, lost = client.get(timeout=0)
@@ -262,3 +268,119 @@ def test_a_port_in_use_is_one_line_with_a_hint(served):
         WebConsole(StandInSession(), port=console.port).start()
     assert "\n" not in err.value.message and "in use" in err.value.message
     assert "port" in err.value.hint
+
+
+# --------------------------------------------------------------------------------------------------
+# The page in a real browser, over a real session playing the test clip as if live
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACT = Path(__file__).resolve().parents[1] / "test-artifacts" / "web-console.png"
+
+
+class ClipSource:
+    """The test clip played as if live (test-only): its frames and audio decoded by FFmpeg through
+    `vinci_edge.media.decode`, each delivered at its own time on the stream clock."""
+
+    video = audio = True
+    realtime = False
+
+    def __init__(self, path: Path, fps: float = 2.0, block_seconds: float = 0.25) -> None:
+        self.name = path.name
+        self.path, self.fps, self.block_seconds = path, fps, block_seconds
+
+    def run(self, clock, sink, stop) -> None:
+        from vinci_edge.live.packets import ENDED, stamp
+
+        start = clock.now()
+        for t, kind, data in self._schedule():
+            at = stamp(start + t)
+            if not clock.sleep_until(at, stop):
+                break
+            if kind == "audio":
+                sink.audio(at, data)
+            elif sink.want_frame(at):
+                sink.frame(at, data)
+        sink.notice(self.name, ENDED, "the clip played to its end")
+
+    def _schedule(self) -> list[tuple[float, str, np.ndarray]]:
+        """(clip time, "frame" | "audio", data) of every sampled frame and audio block, in order."""
+        from vinci_edge.media.decode import decode_video, probe
+
+        frames = max(1, round(probe(self.path)["duration"] * self.fps))
+        decoded = decode_video(self.path, num_frames=frames)
+        items = [(float(t), "frame", rgb) for t, rgb in zip(decoded.frame_times, decoded.frames)]
+        if decoded.audio is not None:
+            samples, rate = decoded.audio.samples, decoded.audio.sample_rate
+            step = round(self.block_seconds * rate)
+            items += [(i / rate, "audio", samples[i : i + step]) for i in range(0, len(samples), step)]
+        return sorted(items, key=lambda item: item[0])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)  # both paths given: Selenium Manager never runs
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1500"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    yield driver
+    driver.quit()
+
+
+COLORED_PIXELS = """
+const canvas = document.getElementById("chart");
+const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+let colored = 0;
+for (let i = 0; i < data.length; i += 4)
+  if (data[i + 3] && !(data[i] === data[i + 1] && data[i + 1] === data[i + 2])) colored++;
+return colored;
+"""
+
+
+def test_the_console_in_a_real_browser(browser, tiny_engine, clip, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from vinci_edge.live.session import LiveOptions, LiveSession
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    events: list[dict] = []
+    session = LiveSession(Pipeline.from_engine(tiny_engine), LiveOptions(fps=2.0, chunk_seconds=1.0))
+    session.subscribe(events.append)
+    with session, WebConsole(session, port=0) as console:
+        session.start([ClipSource(clip)])
+        browser.get(console.url)
+        wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+
+        # the live view shows a sampled frame, with its stream time
+        wait.until(lambda d: d.execute_script("return document.getElementById('frame').naturalWidth") > 0)
+        assert browser.find_element(By.ID, "frame-time").text.endswith(" s")
+
+        # a question typed and asked streams its answer in, piece by piece, to the final text
+        browser.find_element(By.ID, "question").send_keys("What is moving in the picture?")
+        browser.find_element(By.ID, "ask").click()
+        card = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#answers article[data-state='done']"))
+        qid = int(card.get_attribute("data-qid"))
+        (answer,) = [e for e in events if e["type"] == "answer" and e["qid"] == qid]
+        assert answer["question"] == "What is moving in the picture?"
+        assert card.find_element(By.CSS_SELECTOR, ".text").get_attribute("textContent") == answer["text"]
+        assert card.get_attribute("data-match") == "true"  # the streamed pieces added up to it
+        assert any(e["type"] == "text" and e["qid"] == qid for e in events)
+
+        # the latency chart plotted the segments' stage timings and the answer's time to first token
+        wait.until(lambda d: int(d.find_element(By.ID, "chart").get_attribute("data-points")) > 1)
+        assert browser.execute_script(COLORED_PIXELS) > 0
+        assert "time to first token" in browser.find_element(By.ID, "latency-summary").text
+
+        shot = tmp_path / "web-console.png"
+        browser.save_screenshot(str(shot))
+        ARTIFACT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, ARTIFACT)
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -105,9 +105,12 @@ class EventHub:
 
     def connect(self, after: int | None = None) -> tuple[Client, list[Item]]:
         """A new client and the replay it starts with: the ring, or only the events after sequence
-        number `after` (a browser reconnecting sends the last id it saw)."""
+        number `after` (a browser reconnecting sends the last id it saw; one from before a restart,
+        higher than any here, gets the whole ring)."""
         client = Client(self._client_queue)
         with self._lock:
+            if after is not None and after > self._seq:
+                after = None
             replay = [item for item in self._ring if after is None or item.seq > after]
             if self.closed:
                 client.close()
