@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from vinci_edge.errors import VinciEdgeError
+from vinci_edge.live.session import QuestionRefused
 from vinci_edge.live.web import WebConsole
 from vinci_edge.live.web.events import CLIENT_QUEUE, EventHub
 
@@ -48,12 +49,14 @@ class StandInSession:
         return {"frames_encoded": 3, "frames_dropped": 1, "window_positions": 120}
 
     def submit(self, question: str, *, origin: str = "api") -> Future:
+        """Like LiveSession.submit: the "question" event (with the qid) is published on the caller's
+        thread; a refusal is a future that already failed."""
         future: Future = Future()
+        self.submitted.append((question, origin))
+        qid = len(self.submitted)
+        self.publish({"type": "question", "t": 0.0, "qid": qid, "question": question, "origin": origin})
         if self.refusal is not None:
             future.set_exception(self.refusal)
-            return future
-        self.submitted.append((question, origin))
-        future.qid = len(self.submitted)  # type: ignore[attr-defined]
         return future
 
 
@@ -214,11 +217,18 @@ def test_ask_submits_a_web_question_and_answers_its_qid_at_once(served):
     assert session.submitted[0] == ("what is moving?", "web")
 
 
-def test_ask_when_the_queue_is_full_is_429_with_the_reason(served):
+def test_a_refused_question_is_429_when_too_many_wait_else_503_with_the_reason(served):
     session, console = served
-    session.refusal = VinciEdgeError("the question queue is full (8 waiting)")
+    session.refusal = QuestionRefused("8 questions are already waiting (max_queued_questions)")
     status, reply = ask(console, {"question": "hi"})
-    assert status == 429 and reply["reason"] == "the question queue is full (8 waiting)"
+    assert status == 429 and reply == {
+        "error": "refused: 8 questions are already waiting (max_queued_questions)",
+        "reason": "8 questions are already waiting (max_queued_questions)",
+        "qid": 1,
+    }
+    session.refusal = QuestionRefused("the session is not running")
+    status, reply = ask(console, {"question": "hi"})
+    assert status == 503 and reply["reason"] == "the session is not running"
 
 
 def test_get_ask_is_405(served):
@@ -327,7 +337,7 @@ def browser():
 
     options = Options()
     options.binary_location = str(CHROMIUM)  # both paths given: Selenium Manager never runs
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1500"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1400"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     yield driver
@@ -363,7 +373,12 @@ def test_the_console_in_a_real_browser(browser, tiny_engine, clip, tmp_path):
         wait.until(lambda d: d.execute_script("return document.getElementById('frame').naturalWidth") > 0)
         assert browser.find_element(By.ID, "frame-time").text.endswith(" s")
 
-        # a question typed and asked streams its answer in, piece by piece, to the final text
+        # the latency chart plots each segment's stage timings as it is appended
+        wait.until(lambda d: int(d.find_element(By.ID, "chart").get_attribute("data-points")) >= 8)
+        assert browser.execute_script(COLORED_PIXELS) > 0
+
+        # a question typed and asked (about two seconds of media) streams its answer in, piece by
+        # piece, to the final text
         browser.find_element(By.ID, "question").send_keys("What is moving in the picture?")
         browser.find_element(By.ID, "ask").click()
         card = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#answers article[data-state='done']"))
@@ -374,11 +389,16 @@ def test_the_console_in_a_real_browser(browser, tiny_engine, clip, tmp_path):
         assert card.get_attribute("data-match") == "true"  # the streamed pieces added up to it
         assert any(e["type"] == "text" and e["qid"] == qid for e in events)
 
-        # the latency chart plotted the segments' stage timings and the answer's time to first token
-        wait.until(lambda d: int(d.find_element(By.ID, "chart").get_attribute("data-points")) > 1)
-        assert browser.execute_script(COLORED_PIXELS) > 0
-        assert "time to first token" in browser.find_element(By.ID, "latency-summary").text
+        assert answer["media_until"] >= 1.0
+        # ... and its time to first token joins the chart
+        wait.until(lambda d: "time to first token" in d.find_element(By.ID, "latency-summary").text)
 
+        # alerts and source notices are logged
+        session.publish({"type": "alert", "message": "a person entered the frame"})
+        wait.until(lambda d: "a person entered the frame" in d.find_element(By.ID, "alerts").text)
+        wait.until(lambda d: "the clip played to its end" in d.find_element(By.ID, "sources").text)
+
+        browser.set_window_size(1200, browser.execute_script("return document.body.scrollHeight") + 140)
         shot = tmp_path / "web-console.png"
         browser.save_screenshot(str(shot))
         ARTIFACT.parent.mkdir(exist_ok=True)

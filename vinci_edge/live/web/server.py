@@ -82,6 +82,7 @@ class WebConsole:
         self.port = port
         self.hub = EventHub()
         self.frames = FrameCache(session.latest_frame)
+        self._asking = threading.local()  # the qid of the question this thread is submitting
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._unsubscribe: Any = None
@@ -90,7 +91,7 @@ class WebConsole:
         """Bind, subscribe to the session's events and serve on a daemon thread."""
         self._server = _bind(self.host, self.port, self)
         self.port = self._server.server_address[1]
-        self._unsubscribe = self.session.subscribe(self.hub.publish)
+        self._unsubscribe = self.session.subscribe(self._on_event)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="vinci-web", daemon=True
         )
@@ -124,6 +125,33 @@ class WebConsole:
 
     def web_stats(self) -> dict[str, int]:
         return {**self.hub.stats(), "jpeg_encodings": self.frames.encodings}
+
+    def ask(self, question: str) -> tuple[HTTPStatus, dict[str, Any]]:
+        """Submit a web question: 202 and its qid, or why it was refused (429 when too many are
+        waiting, 503 when the session cannot take questions).
+
+        The qid is the one of the "question" event the session publishes while submitting, on this
+        thread (a future does not carry it)."""
+        self._asking.qid = None
+        self._asking.active = True
+        try:
+            future = self.session.submit(question, origin="web")
+        except VinciEdgeError as exc:
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": exc.message, "reason": exc.message}
+        finally:
+            self._asking.active = False
+        qid = getattr(future, "qid", None) or self._asking.qid
+        reason = refusal(future)
+        if reason is None:
+            return HTTPStatus.ACCEPTED, {"qid": qid}
+        status = HTTPStatus.TOO_MANY_REQUESTS if is_busy(reason) else HTTPStatus.SERVICE_UNAVAILABLE
+        return status, {"error": f"refused: {reason}", "reason": reason, "qid": qid}
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """The session's subscriber (on its threads): to the hub, noting a web question's qid."""
+        if event.get("type") == "question" and getattr(self._asking, "active", False):
+            self._asking.qid = event.get("qid")
+        self.hub.publish(event)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,8 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         if problem is not None:
             self._error(*problem)
             return
-        status, body = submit_question(self.server.console.session, question)
-        self._json(status, body)
+        self._json(*self.server.console.ask(question))
 
     def _read_question(self) -> tuple[str, tuple[HTTPStatus, str] | None]:
         """The question of a POST /ask body, or the status and message that refuse it."""
@@ -353,22 +380,7 @@ def validate_question(body: Any) -> tuple[str, tuple[HTTPStatus, str] | None]:
     return question, None
 
 
-def submit_question(session: Session, question: str) -> tuple[HTTPStatus, dict[str, Any]]:
-    """Submit a web question: 202 and its qid, or why it was refused (429 when the queue is full,
-    503 when the session cannot take questions)."""
-    try:
-        future = session.submit(question, origin="web")
-    except VinciEdgeError as exc:
-        return HTTPStatus.SERVICE_UNAVAILABLE, {"error": exc.message, "reason": exc.message}
-    refusal = _refusal(future)
-    if refusal is not None:
-        full = "full" in refusal
-        status = HTTPStatus.TOO_MANY_REQUESTS if full else HTTPStatus.SERVICE_UNAVAILABLE
-        return status, {"error": refusal, "reason": refusal}
-    return HTTPStatus.ACCEPTED, {"qid": getattr(future, "qid", None)}
-
-
-def _refusal(future: Future) -> str | None:
+def refusal(future: Future) -> str | None:
     """The reason of a question the session refused at once (its future already failed)."""
     if not future.done() or future.cancelled():
         return None
@@ -376,6 +388,12 @@ def _refusal(future: Future) -> str | None:
     if exc is None:
         return None
     return getattr(exc, "message", None) or str(exc)
+
+
+def is_busy(reason: str) -> bool:
+    """Whether a refusal means "too many questions waiting" (try again later: 429) rather than
+    "the session cannot answer" (503)."""
+    return "max_queued_questions" in reason or "full" in reason
 
 
 def sse_frames(items: list[Item]) -> bytes:

@@ -25,6 +25,12 @@
     ["frames_dropped", "frames dropped"],
     ["audio_blocks_dropped", "audio blocks dropped"],
     ["window_positions", "window positions"],
+    ["window_limit", "window limit"],
+    ["media_until", "media in the cache up to"],
+    ["window_from", "window starts at"],
+    ["queued_frames", "frames queued"],
+    ["queued_audio_seconds", "audio queued (s)"],
+    ["queued_questions", "questions waiting"],
     ["frames_seen", "frames seen"],
     ["frames_sampled", "frames sampled"],
     ["frames_static", "static frames skipped"],
@@ -35,6 +41,8 @@
     ["refused", "refused"],
     ["events_missed", "events this page missed"],
   ];
+
+  const TIME_COUNTERS = new Set(["media_until", "window_from"]);
 
   const state = {
     answers: new Map(), // qid -> {card, text, streamed}
@@ -55,6 +63,7 @@
       notice(ev.t, "evict", `window full: the oldest ${fmtS(ev.seconds)} of media left the cache ` +
         `(${ev.dropped_positions} positions dropped, ${ev.kept_positions} kept)`),
     alert: onAlert,
+    error: (ev) => notice(ev.t, "error", ev.message),
     speech: (ev) => notice(ev.t, "speech", `speech from ${fmtT(ev.t0)} to ${fmtT(ev.t1)}`),
     lagging: (ev) => {
       setCounters({ events_missed: ev.total_lost });
@@ -216,12 +225,19 @@
     const rows = COUNTERS.filter(([key]) => key in state.counters);
     for (const key of Object.keys(state.counters)) if (!known.has(key)) rows.push([key, key.replaceAll("_", " ")]);
     list.replaceChildren(
-      ...rows.flatMap(([key, label]) => {
-        const value = el("dd", "", String(state.counters[key]));
+      ...rows.map(([key, label]) => {
+        const row = el("div");
+        const value = el("dd", "", formatCounter(key, state.counters[key]));
         value.dataset.key = key;
-        return [el("dt", "", label), value];
+        row.append(el("dt", "", label), value);
+        return row;
       }),
     );
+  }
+
+  function formatCounter(key, value) {
+    if (TIME_COUNTERS.has(key)) return fmtT(value);
+    return isNum(value) && !Number.isInteger(value) ? value.toFixed(2) : String(value);
   }
 
   async function pollStats() {
