@@ -171,7 +171,7 @@ def test_a_browser_that_stops_reading_never_holds_up_the_session(served):
 
     stats = console.hub.stats()
     assert stats["events_lost"] > 0, stats
-    assert elapsed < 10 and slowest < 0.5, (elapsed, slowest)
+    assert elapsed < 10 and slowest < 1.0, (elapsed, slowest)
     (client,) = console.hub._clients
     assert client.pending() <= CLIENT_QUEUE
     stalled.close()
@@ -403,4 +403,5 @@ def test_the_console_in_a_real_browser(browser, tiny_engine, clip, tmp_path):
         browser.save_screenshot(str(shot))
         ARTIFACT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, ARTIFACT)
-    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        browser.get("about:blank")  # before the console stops: no polling of a closed port
