@@ -94,22 +94,24 @@ def test_a_kept_conversation_is_part_of_the_next_prompt(tiny_engine, clip, offli
         session.ask("Describe it.", gen=GREEDY, timeout=60)
         turns = [c for c in session.window_chunks() if c.kind == Kind.TEXT and len(c.ids) > 5]
         assert turns, "the first question and answer stay in the cache"
+        _, expected = offline_answer(offline, session, "And then?")  # before the answer joins the cache
         second = session.ask("And then?", gen=GREEDY, timeout=60)
-        assert second.token_ids == offline_answer(offline, session, "And then?")[1].token_ids
+        assert second.token_ids == expected.token_ids
+        assert session.window_chunks()[-1].ids[-len(session.turn_break.ids) :] == session.turn_break.ids
 
 
 def test_a_full_window_evicts_the_oldest_segments_and_still_matches(tiny_engine, clip, offline):
     events = []
     session = LiveSession(
         Pipeline.from_engine(tiny_engine),
-        LiveOptions(fps=2.0, chunk_seconds=1.0, window=160, keep_fraction=0.5, keep_inputs=True),
+        LiveOptions(fps=2.0, chunk_seconds=0.5, window=120, keep_fraction=0.5, keep_inputs=True),
     )
     session.subscribe(events.append)
     with session:
         session.start([FileSource(clip, realtime=False)])
         assert session.join(timeout=120)
         stats = session.stats()
-        assert stats["evictions"] >= 1 and stats["window_positions"] <= 160
+        assert stats["evictions"] >= 1 and stats["window_positions"] <= 120
         evictions = [e for e in events if e["type"] == "evict"]
         assert evictions and all(e["dropped_positions"] > 0 and e["seconds"] >= 0 for e in evictions)
         # the newest media stayed, the head (system prompt) stayed, the oldest went
@@ -230,3 +232,11 @@ def test_options_are_checked():
         LiveOptions(fps=0)
     with pytest.raises(ValueError, match="keep_fraction"):
         LiveOptions(keep_fraction=1.0)
+
+
+def test_a_window_too_small_for_its_segments_is_refused_with_a_hint(tiny_engine):
+    from vinci_edge.errors import PromptError
+
+    with pytest.raises(PromptError, match="too small") as err:
+        LiveSession(Pipeline.from_engine(tiny_engine), LiveOptions(fps=10.0, chunk_seconds=4.0, window=100))
+    assert "--fps" in err.value.hint

@@ -32,10 +32,11 @@ positive_float = opt.FloatRange(0.0, open_minimum=True)
 
 def source_spec(text: str) -> str:
     """`type=` for --source: refused at parse time when no source kind takes it."""
-    from vinci_edge.live.sources import check_spec
+    from vinci_edge.live.sources import parse_source
 
     try:
-        return check_spec(text)
+        parse_source(text)
+        return text
     except PromptError as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
 
