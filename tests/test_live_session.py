@@ -9,12 +9,12 @@ import time
 
 import numpy as np
 import pytest
-from vinci_edge.live.sources import FileSource
 
 from vinci_edge.generation import GenerationConfig
 from vinci_edge.kinds import Kind
 from vinci_edge.live.segments import AudioBuffer, FrameSampler, StaticFilter
 from vinci_edge.live.session import LiveOptions, LiveSession, QuestionRefused
+from vinci_edge.live.sources import FileSource
 from vinci_edge.plan import layout
 from vinci_edge.runtime.pipeline import Pipeline
 
