@@ -1,0 +1,148 @@
+"""Live triggers: the Silero voice-activity detector, alert rules and the alert log, periodic and
+speech triggers on a live session.
+
+The VAD is checked on real speech (Debian's alsa-utils "Front Center" recording) against the
+silero-vad package's own torch code (imported here only: the runtime never imports torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vinci_edge.live.vad import (
+    SAMPLE_RATE,
+    WINDOW,
+    SileroVAD,
+    SpeechDetector,
+    SpeechSegment,
+    silero_model_path,
+)
+from vinci_edge.media.decode import decode_audio
+from vinci_edge.media.synth import make_test_wav
+
+FRONT_CENTER = Path("/usr/share/sounds/alsa/Front_Center.wav")  # "Front, center", alsa-utils
+
+
+# ---- voice activity ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """One second of digital silence, the two spoken words, one second of silence: 16 kHz mono."""
+    if not FRONT_CENTER.is_file():
+        pytest.skip(f"{FRONT_CENTER} is not installed (Debian package alsa-utils)")
+    words = decode_audio(FRONT_CENTER, SAMPLE_RATE).samples
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    return np.concatenate([silence, words, silence])
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVAD:
+    return SileroVAD()
+
+
+def detect(vad: SileroVAD, audio: np.ndarray, block: int, t0: float = 0.0) -> list[SpeechSegment]:
+    """Feed `audio` in blocks of `block` samples stamped as a source would (ms grid), then finish."""
+    detector = SpeechDetector(vad)
+    segments = []
+    for i in range(0, len(audio), block):
+        segments += detector.feed(round(t0 + i / SAMPLE_RATE, 3), audio[i : i + block])
+    return segments + detector.finish()
+
+
+def loud_span(audio: np.ndarray) -> tuple[float, float]:
+    """From the first to the last 32 ms window whose RMS is above 1% of full scale."""
+    n = len(audio) // WINDOW
+    rms = np.sqrt((audio[: n * WINDOW].reshape(n, WINDOW) ** 2).mean(axis=1))
+    loud = np.flatnonzero(rms > 0.01)
+    return loud[0] * WINDOW / SAMPLE_RATE, (loud[-1] + 1) * WINDOW / SAMPLE_RATE
+
+
+def test_speech_is_found_where_the_audio_has_energy(vad, speech):
+    segments = detect(vad, speech, block=1000)
+    first, last = loud_span(speech)
+    assert 1 <= len(segments) <= 2  # "front" and "center", with a short pause between them
+    assert all(s.t1 > s.t0 for s in segments)
+    assert first - 0.1 <= segments[0].t0 and segments[-1].t1 <= last + 0.1
+    assert sum(s.seconds for s in segments) > 0.5 * (last - first)
+
+
+def test_no_speech_in_silence_or_a_tone(vad, tmp_path):
+    silence = np.zeros(3 * SAMPLE_RATE, np.float32)
+    tone = decode_audio(make_test_wav(tmp_path / "tone.wav", seconds=3.0), SAMPLE_RATE).samples
+    assert detect(vad, silence, block=1600) == []
+    assert detect(vad, tone, block=1600) == []
+
+
+def test_block_size_does_not_change_the_segments(vad, speech):
+    small = detect(vad, speech, block=160, t0=5.0)
+    large = detect(vad, speech, block=4000, t0=5.0)
+    assert small == large and small
+
+
+def test_segments_are_on_the_stream_clock(vad, speech):
+    """The same audio stamped 7 s later gives the same segments 7 s later."""
+    at0 = detect(vad, speech, block=800)
+    at7 = detect(vad, speech, block=800, t0=7.0)
+    assert [(round(s.t0 + 7, 3), round(s.t1 + 7, 3)) for s in at0] == [(s.t0, s.t1) for s in at7]
+
+
+def test_a_gap_in_the_stream_moves_only_the_times_after_it(vad, speech):
+    """A dropped block: the blocks after it are stamped later than their sample count says."""
+    detector = SpeechDetector(vad)
+    block, gap = 800, 3.0
+    segments = []
+    for i in range(0, len(speech), block):
+        t = i / SAMPLE_RATE + (gap if i >= len(speech) // 2 else 0.0)
+        segments += detector.feed(round(t, 3), speech[i : i + block])
+    segments += detector.finish()
+    reference = detect(vad, speech, block=block)
+    assert segments[0] == reference[0]  # "front" ends before the gap
+    assert segments[-1].t1 == pytest.approx(reference[-1].t1 + gap, abs=1e-3)
+
+
+def test_speech_running_to_the_end_is_closed_by_finish(vad, speech):
+    """A file that ends mid-word still reports its last segment (ending at the last sample)."""
+    cut = speech[: len(speech) - SAMPLE_RATE - 3200]
+    segments = detect(vad, cut, block=1000)
+    assert segments and segments[-1].t1 == pytest.approx(len(cut) / SAMPLE_RATE, abs=1e-3)
+
+
+def test_probabilities_equal_the_packages_onnx_wrapper(vad, speech):
+    """Window by window, the numpy reimplementation computes what silero-vad's OnnxWrapper does."""
+    torch = pytest.importorskip("torch")
+    from silero_vad.utils_vad import OnnxWrapper
+
+    wrapper = OnnxWrapper(str(silero_model_path()), force_onnx_cpu=True)
+    ours = vad.probabilities(speech)
+    theirs = wrapper.audio_forward(torch.from_numpy(speech), SAMPLE_RATE).numpy().reshape(-1)
+    assert ours.shape == theirs.shape == (-(-len(speech) // WINDOW),)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    assert ours.max() > 0.9 and ours[:20].max() < 0.1  # speech in the middle, silence first
+
+
+def test_segments_equal_the_packages_vad_iterator(vad, speech):
+    """The streaming segments are VADIterator's starts and ends, converted to stream seconds."""
+    torch = pytest.importorskip("torch")
+    from silero_vad.utils_vad import OnnxWrapper, VADIterator
+
+    iterator = VADIterator(OnnxWrapper(str(silero_model_path()), force_onnx_cpu=True))
+    events = []
+    for i in range(0, len(speech) - WINDOW + 1, WINDOW):
+        event = iterator(torch.from_numpy(speech[i : i + WINDOW]))
+        events += [event] if event else []
+    bounds = [(e["start"] if "start" in e else e["end"]) / SAMPLE_RATE for e in events]
+    ours = detect(vad, speech, block=1234)
+    assert [t for s in ours for t in (s.t0, s.t1)] == pytest.approx(bounds, abs=1e-3)
+
+
+def test_missing_silero_is_a_missing_dependency_with_a_pip_hint(monkeypatch):
+    import importlib.util
+
+    from vinci_edge.errors import MissingDependencyError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MissingDependencyError) as err:
+        SileroVAD()
+    assert "silero-vad" in err.value.message and "pip install" in err.value.hint
