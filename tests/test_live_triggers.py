@@ -146,3 +146,128 @@ def test_missing_silero_is_a_missing_dependency_with_a_pip_hint(monkeypatch):
     with pytest.raises(MissingDependencyError) as err:
         SileroVAD()
     assert "silero-vad" in err.value.message and "pip install" in err.value.hint
+
+
+# ---- alert rules ------------------------------------------------------------------------------------
+def test_alert_rules_parse_name_and_regex():
+    from vinci_edge.live.alerts import alert_rule
+
+    danger = alert_rule(r"danger=\byes\b|unsafe|fire")
+    assert (danger.name, danger.pattern) == ("danger", r"\byes\b|unsafe|fire")
+    assert danger.search("YES, a person is on the line") == "YES"
+    assert danger.search("Unsafe: smoke") == "Unsafe"
+    assert danger.search("the eyes are closed") is None  # \b: a word, not a part of one
+    keyword = alert_rule("smoke")
+    assert (keyword.name, keyword.search("Some SMOKE rises")) == ("smoke", "SMOKE")
+    assert alert_rule("eq=a=b").pattern == "a=b"  # only the first = separates the name
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("bad=(unclosed", "is not a regex (missing ), unterminated subpattern at position 0)"),
+        ("empty=", "the pattern is empty"),
+        ("all=.*", "matches an empty answer"),
+        ("two words=x", "is not a word"),
+    ],
+)
+def test_a_bad_alert_rule_is_one_line(text, says):
+    import argparse
+
+    from vinci_edge.live.alerts import alert_rule
+
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        alert_rule(text)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_bad_alert_rule_is_a_usage_error_on_the_command_line():
+    from vinci_edge.cli_options import CommandLineParser, UsageError
+    from vinci_edge.live.alerts import alert_rule
+
+    parser = CommandLineParser(prog="factory_monitor.py")
+    parser.add_argument("--alert", type=alert_rule, action="append")
+    assert parser.parse_args(["--alert", "fire=flame"]).alert[0].name == "fire"
+    with pytest.raises(UsageError) as err:
+        parser.parse_args(["--alert", "x=[a-"])
+    assert str(err.value).startswith("argument --alert: alert x: '[a-' is not a regex")
+
+
+# ---- the alert log ----------------------------------------------------------------------------------
+class FakeSession:
+    """The three calls the alert log makes, recorded (the live session's own tests run it for real)."""
+
+    def __init__(self, frame: tuple[float, np.ndarray] | None) -> None:
+        self.subscribers: list = []
+        self.published: list[dict] = []
+        self.frame = frame
+
+    def subscribe(self, fn):
+        self.subscribers.append(fn)
+        return lambda: self.subscribers.remove(fn)
+
+    def publish(self, event: dict) -> None:
+        self.published.append(event)
+
+    def latest_frame(self):
+        return self.frame
+
+    def answer(self, qid: int, text: str, t: float) -> None:
+        event = {"type": "answer", "t": t, "qid": qid, "question": "Unsafe?", "text": text, "frame_t": 4.0}
+        for fn in list(self.subscribers):
+            fn(event)
+
+
+def test_alert_log_writes_every_answer_and_the_alerts_with_their_frame(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from vinci_edge.live.alerts import AlertLog, AlertRule
+
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:, :32] = (255, 0, 0)
+    session = FakeSession((4.0, rgb))
+    events = tmp_path / "log" / "events.jsonl"
+    events.parent.mkdir()
+    events.write_text('{"type": "earlier run"}\n')
+    with AlertLog(session, [AlertRule("danger", r"\byes\b|fire")], events, tmp_path / "frames") as log:
+        session.answer(1, "No, all clear.", t=4.2)
+        session.answer(2, "Yes: there is a fire.", t=6.3)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [line["type"] for line in lines] == ["earlier run", "answer", "answer", "alert"]  # appended
+    alert = lines[-1]
+    assert alert == session.published[0]
+    assert alert["rule"] == "danger" and alert["match"] == "Yes" and alert["qid"] == 2 and alert["t"] == 6.3
+    assert alert["frame_t"] == 4.0 and Path(alert["frame"]).name == "t000004.000-q2.jpg"
+    saved = np.asarray(Image.open(alert["frame"]))
+    assert saved.shape == rgb.shape and abs(int(saved[10, 5, 0]) - 255) < 8 and saved[10, 50, 0] < 8
+    assert (log.answers, log.alerts, log.frames_saved) == (2, 1, 1)
+    assert session.subscribers == []  # closing unsubscribes
+
+
+def test_alert_log_refuses_unwritable_outputs_before_it_starts(tmp_path):
+    from vinci_edge.live.alerts import AlertLog, check_outputs
+    from vinci_edge.output_folder import OutputFolderError
+
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("mine")
+    with pytest.raises(OutputFolderError, match="is a folder"):
+        check_outputs(tmp_path, None)
+    with pytest.raises(OutputFolderError, match="is a file"):
+        check_outputs(None, a_file)
+    with pytest.raises(OutputFolderError, match="is a file"):
+        check_outputs(a_file / "events.jsonl", None)
+    session = FakeSession(None)
+    with pytest.raises(OutputFolderError):
+        AlertLog(session, [], None, a_file / "frames")
+    assert session.subscribers == [] and a_file.read_text() == "mine"
+
+
+def test_alert_log_without_a_frame_still_alerts(tmp_path):
+    from vinci_edge.live.alerts import AlertLog, AlertRule
+
+    session = FakeSession(None)
+    with AlertLog(session, [AlertRule("fire", "fire")], None, tmp_path / "frames"):
+        session.answer(3, "fire!", t=1.0)
+    assert session.published[0]["frame"] is None and session.published[0]["frame_t"] == 4.0
