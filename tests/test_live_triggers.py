@@ -271,3 +271,82 @@ def test_alert_log_without_a_frame_still_alerts(tmp_path):
     with AlertLog(session, [AlertRule("fire", "fire")], None, tmp_path / "frames"):
         session.answer(3, "fire!", t=1.0)
     assert session.published[0]["frame"] is None and session.published[0]["frame_t"] == 4.0
+
+
+# ---- triggers on a recorded session -----------------------------------------------------------------
+class TriggerSession(FakeSession):
+    """Records the questions the triggers submit; `answered` decides whether their futures are done."""
+
+    def __init__(self, answered: bool = True) -> None:
+        super().__init__(None)
+        self.answered = answered
+        self.asked: list[dict] = []
+        self.taps: list = []
+
+    def submit(self, question, gen=None, until=None, on_text=None, origin="api"):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        self.asked.append({"question": question, "until": until, "origin": origin})
+        if self.answered:
+            future.set_result(question)
+        return future
+
+    def add_audio_tap(self, fn):
+        self.taps.append(fn)
+
+    def segments(self, *ends: float) -> None:
+        for t0, t1 in zip((0.0, *ends), ends):
+            for fn in list(self.subscribers):
+                fn({"type": "segment", "t": t1, "t0": t0, "t1": t1})
+
+
+@pytest.mark.parametrize(
+    "every, ends, answered, asked, skipped",
+    [
+        (2.0, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], True, 5, 0),  # one question per period
+        (2.0, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], False, 1, 4),  # unanswered: skipped, never queued
+        (2.0, [5, 10], True, 2, 3),  # a 5 s chunk passes two or three due times: asked once each time
+        (0.5, [1.999, 2.0], True, 2, 2),  # due times on the ms grid: 2.0 is reached at 2.0 exactly
+    ],
+)
+def test_periodic_trigger_asks_once_per_period_of_stream_time(every, ends, answered, asked, skipped):
+    from vinci_edge.live.triggers import PeriodicTrigger
+
+    session = TriggerSession(answered)
+    trigger = PeriodicTrigger(session, every, "Unsafe?")
+    session.segments(*ends)
+    trigger.close()
+    assert (trigger.asked, trigger.skipped) == (asked, skipped)
+    assert trigger.asked + trigger.skipped == trigger.due_times(ends[-1])
+    assert all(q == {"question": "Unsafe?", "until": None, "origin": "periodic"} for q in session.asked)
+    assert session.subscribers == []
+
+
+def test_speech_trigger_asks_when_speech_ends_with_until_its_end(vad, speech):
+    from vinci_edge.live.triggers import SpeechTrigger
+
+    session = TriggerSession()
+    seen = []
+    trigger = SpeechTrigger(
+        session,
+        SpeechDetector(vad, min_silence_ms=500),
+        question_for=lambda s: f"what was said from {s.t0} to {s.t1}?",
+        lookback_s=0.5,
+        on_asked=lambda segment, future: seen.append(segment),
+    )
+    (tap,) = session.taps
+    for i in range(0, len(speech), 1600):
+        tap(round(10 + i / SAMPLE_RATE, 3), speech[i : i + 1600])
+    trigger.finish()
+    (segment,) = trigger.segments  # a 500 ms pause ends speech: "front, center" is one command
+    assert 11.0 <= segment.t0 < segment.t1 <= 12.6
+    assert session.published == [{"type": "speech", "t": segment.t1, "t0": segment.t0, "t1": segment.t1}]
+    assert session.asked == [
+        {
+            "question": f"what was said from {round(segment.t1 - 0.5, 3)} to {segment.t1}?",
+            "until": segment.t1,
+            "origin": "speech",
+        }
+    ]
+    assert seen == [segment]  # the speech itself; the question was asked about its last 0.5 s

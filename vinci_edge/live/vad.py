@@ -139,8 +139,8 @@ class SpeechDetector:
         min_silence_ms: float = 100,
         speech_pad_ms: float = 30,
     ) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.model = model or SileroVAD()
         self.threshold = threshold
         self.neg_threshold = threshold - NEG_THRESHOLD_GAP
