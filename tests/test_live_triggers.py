@@ -350,3 +350,40 @@ def test_speech_trigger_asks_when_speech_ends_with_until_its_end(vad, speech):
         }
     ]
     assert seen == [segment]  # the speech itself; the question was asked about its last 0.5 s
+
+
+def test_stdin_questions_asks_each_line_and_prints_the_answers_as_they_stream():
+    import io
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from vinci_edge.live.packets import StreamClock
+    from vinci_edge.live.triggers import StdinQuestions
+
+    class Answering(TriggerSession):
+        clock = StreamClock()
+
+        def submit(self, question, gen=None, until=None, on_text=None, origin="api"):
+            future: Future = Future()
+            self.asked.append({"question": question, "origin": origin})
+            if question == "refuse me":
+                future.set_exception(RuntimeError("the queue is full"))
+                return future
+            for piece in ("It ", "is ", question.upper()):
+                on_text(piece)
+            future.set_result(SimpleNamespace(text="It is " + question.upper()))
+            return future
+
+    session, out = Answering(), io.StringIO()
+    reader = StdinQuestions(session, stdin=io.StringIO("door open?\n\n   \n refuse me \n"), out=out)
+    assert reader.join(timeout=5)
+    assert session.asked == [
+        {"question": "door open?", "origin": "cli"},
+        {"question": "refuse me", "origin": "cli"},
+    ]
+    lines = out.getvalue().splitlines()
+    assert (
+        len(lines) == 4 and lines[0].endswith("s] door open?") and lines[1].endswith("s] > It is DOOR OPEN?")
+    )
+    assert lines[2].endswith("s] refuse me") and lines[3] == "  refused: the queue is full"
+    assert all(line.startswith("[") for line in lines[:3])
