@@ -67,6 +67,9 @@ class AudioTimeline:
     content_samples: int  # samples of real audio kept (after the length cap)
     padded_samples: int  # content padded to a multiple of 30 s
     tokens_per_chunk: int
+    # Keep only the tokens that cover real samples (a live chunk of a few seconds is padded to a
+    # 30 s window like any audio, but its padding's tokens are dropped, not put in the prompt).
+    trimmed: bool = False
 
     @property
     def end_sec(self) -> float:
@@ -86,16 +89,27 @@ class AudioTimeline:
         return math.ceil(self.n_stft_frames / AUDIO_CHUNK_FRAMES)
 
     @property
-    def n_tokens(self) -> int:
+    def n_window_tokens(self) -> int:
+        """Tokens the encoder returns: every window's, padding included."""
         return self.n_chunks * self.tokens_per_chunk
 
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in the prompt: all of the windows', or (trimmed) those covering real samples."""
+        if not self.trimmed:
+            return self.n_window_tokens
+        return math.ceil(self.content_samples * self.n_window_tokens / self.padded_samples)
+
     def token_times(self) -> np.ndarray:
-        sec_per_token = self.padded_seconds / self.n_tokens
+        sec_per_token = self.padded_seconds / self.n_window_tokens
         return self.start_sec + (np.arange(self.n_tokens, dtype=np.float64) + 0.5) * sec_per_token
 
 
-def audio_timeline(n_samples: int, cfg: OmniVinciConfig, start_sec: float = 0.0) -> AudioTimeline:
-    """Window `n_samples` of audio at the config's rate: cap at `audio_chunk_length`, pad to 30 s."""
+def audio_timeline(
+    n_samples: int, cfg: OmniVinciConfig, start_sec: float = 0.0, trimmed: bool = False
+) -> AudioTimeline:
+    """Window `n_samples` of audio at the config's rate: cap at `audio_chunk_length`, pad to 30 s;
+    `trimmed` keeps only the tokens of real samples (live chunks)."""
     sr = cfg.audio_sampling_rate
     cap = cfg.max_audio_seconds
     kept = n_samples if cap is None else min(n_samples, int(cap * sr))
@@ -108,6 +122,7 @@ def audio_timeline(n_samples: int, cfg: OmniVinciConfig, start_sec: float = 0.0)
         content_samples=kept,
         padded_samples=padded,
         tokens_per_chunk=cfg.audio_tokens_per_chunk,
+        trimmed=trimmed,
     )
 
 

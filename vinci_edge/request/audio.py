@@ -51,7 +51,7 @@ class Audio:
             runner = stages[st.AUDIO]
             attrs["provider"] = runner.provider
             tokens = run_batched(runner, "mel", chunk.mel, "tokens")
-        return tokens.reshape(-1, tokens.shape[-1])
+        return tokens.reshape(-1, tokens.shape[-1])[: chunk.timeline.n_tokens]
 
 
 def audio_chunk(
@@ -62,11 +62,13 @@ def audio_chunk(
     ctx: Context,
     metrics: m.Metrics,
     start_sec: float = 0.0,
+    trimmed: bool = False,
 ) -> AudioChunk:
-    """Samples at the model's rate (a file's, or a video's own track) -> one audio chunk."""
+    """Samples at the model's rate (a file's, a video's own track, a live chunk) -> one audio chunk;
+    `trimmed`: only the tokens of real samples go into the prompt (`AudioTimeline.trimmed`)."""
     if not cfg.has_sound:
         raise PromptError("this checkpoint has no sound tower", hint="drop --audio or use a model with audio")
-    at = audio_timeline(samples.size, cfg, start_sec)
+    at = audio_timeline(samples.size, cfg, start_sec, trimmed)
     with metrics.stage(m.LOG_MEL):
         mel = mel_windows(samples, at, cfg)
     extent = {
@@ -74,6 +76,7 @@ def audio_chunk(
         "samples": at.content_samples,
         "hop": at.hop_length,
         "mels": cfg.num_mel_bins,
+        "trimmed": trimmed,
     }
     return AudioChunk(
         content_id(Kind.AUDIO, identity, extent, ctx.encoder_fingerprint(Kind.AUDIO)), source, mel, at

@@ -107,6 +107,39 @@ class PromptBuilder:
             plan = layout([c.item() for c in chunks], self.cfg, self.tokenizer.encode)
         return Prompt(chunks, plan, input_ids, text, warnings + cleaned, info)
 
+    def from_chunks(self, chunks: Sequence[Chunk]) -> Prompt:
+        """The prompt of chunks given as they are (a live session's window and question): laid out,
+        nothing decoded or tokenized again."""
+        chunks = list(chunks)
+        plan = layout([c.item() for c in chunks], self.cfg, self.tokenizer.encode)
+        ids = [i for c in chunks if isinstance(c, TextChunk) for i in c.ids]
+        return Prompt(chunks, plan, ids, self.tokenizer.decode(ids, skip_special_tokens=False))
+
+    def turn_parts(self, question: str, system_prompt: str | None = None) -> tuple[TextChunk, TextChunk]:
+        """A one-turn prompt about media, as the text before the media (chat template head, with the
+        system prompt) and the text after it (the question and the assistant's cue). A live session
+        appends the head once, its media as they come, and the tail per question."""
+        text, _ = prompt_text(
+            self.tokenizer, self.cfg, question, tokens.MEDIA_TOKENS[Kind.VIDEO], system_prompt
+        )
+        ids = self.tokenizer.encode(text)
+        cut = ids.index(self.marker_ids()[Kind.VIDEO])
+        return TextChunk(tuple(ids[:cut])), TextChunk(tuple(ids[cut + 1 :]))
+
+    def turn_break(self) -> TextChunk:
+        """What closes an assistant's answer and opens the next user turn (a kept conversation)."""
+        a, b = "\u2063A\u2063", "\u2063B\u2063"
+        text = self.tokenizer.apply_chat_template(
+            [
+                {"role": "user", "content": a},
+                {"role": "assistant", "content": a},
+                {"role": "user", "content": b},
+            ],
+            add_generation_prompt=False,
+        )
+        between = text[text.index(a, text.index(a) + len(a)) + len(a) : text.index(b)]
+        return TextChunk(tuple(self.tokenizer.encode(between)))
+
     def marker_ids(self) -> dict[Kind, int]:
         return {k: self.tokenizer.token_id(v) for k, v in tokens.MEDIA_TOKENS.items()}
 

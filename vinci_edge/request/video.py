@@ -62,10 +62,18 @@ class Video:
         return Preprocessed([track, video], info, warnings)
 
     def encode(self, chunk: VideoChunk, stages: Stages, metrics: m.Metrics) -> np.ndarray:
-        with metrics.stage(m.VISION, frames=int(chunk.pixels.shape[0])) as attrs:
+        return self.pool(self.frame_tokens(chunk.pixels, stages, metrics))
+
+    def frame_tokens(self, pixels: np.ndarray, stages: Stages, metrics: m.Metrics) -> np.ndarray:
+        """(F, tokens_per_frame, D): the vision stage on preprocessed frames (a live session runs it
+        on each frame as it arrives)."""
+        with metrics.stage(m.VISION, frames=int(pixels.shape[0])) as attrs:
             runner = stages[st.VISION]
             attrs["provider"] = runner.provider
-            tokens = run_batched(runner, "pixel_values", chunk.pixels, "tokens")
+            return run_batched(runner, "pixel_values", pixels, "tokens")
+
+    def pool(self, tokens: np.ndarray) -> np.ndarray:
+        """A chunk's frame tokens -> its bank rows, every pool size in turn."""
         d = tokens.shape[-1]
         return np.concatenate(
             [pool_video_features(tokens, p).reshape(-1, d) for p in self.cfg.video_encoder.pool_sizes]

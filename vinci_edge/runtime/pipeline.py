@@ -27,6 +27,8 @@ from vinci_edge import crte
 from vinci_edge import metrics as m
 from vinci_edge import stages as st
 from vinci_edge.generation import Answer, GenerationConfig, consume, fit_context, generate
+from vinci_edge.kinds import Kind
+from vinci_edge.plan import Plan
 from vinci_edge.request.encode import EncodedCache, encode_banks
 from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.runtime.decoder import OrtDecoder
@@ -100,8 +102,13 @@ class Pipeline:
         banks = encode_banks(
             prompt, self.prompts.modalities, self.stages, self.cfg.hidden_size, metrics, self.cache
         )
-        with metrics.stage(m.STITCH, positions=len(prompt.plan), implementation=self.stitch_name):
-            x = StitchInputs(prompt.plan, self.text_table, banks, self.tables)
+        return self.stitch(prompt.plan, banks, metrics)
+
+    def stitch(self, plan: Plan, banks: dict[Kind, np.ndarray], metrics: m.Metrics) -> np.ndarray:
+        """The plan's positions as the decoder's input: text rows, media rows TEG-gathered from the
+        banks and CRTE-rotated (a live session stitches each segment as it is appended)."""
+        with metrics.stage(m.STITCH, positions=len(plan), implementation=self.stitch_name):
+            x = StitchInputs(plan, self.text_table, banks, self.tables)
             return self._stitch(x, self.decoder.dtype)
 
     def ask(
@@ -118,9 +125,24 @@ class Pipeline:
         """Yield the answer text piece by piece."""
         return (yield from self._run(question, gen or GenerationConfig(), **media))
 
+    def answer(
+        self,
+        prompt: Prompt,
+        gen: GenerationConfig | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer a prompt built elsewhere (`PromptBuilder.from_chunks`: a live session's window and
+        question, answered from scratch)."""
+        return consume(self._answer(prompt, gen or GenerationConfig(), self.metrics_factory()), on_text)
+
     def _run(self, question: str, gen: GenerationConfig, **media: Any) -> Generator[str, None, Answer]:
         metrics = self.metrics_factory()
         prompt = self.prepare(question, metrics=metrics, **media)
+        return (yield from self._answer(prompt, gen, metrics))
+
+    def _answer(
+        self, prompt: Prompt, gen: GenerationConfig, metrics: m.Metrics
+    ) -> Generator[str, None, Answer]:
         decoder = self.decoder
         max_new, warnings = fit_context(len(prompt.plan), gen.max_new_tokens, decoder.context)
         embeds = self.inputs_embeds(prompt, metrics)
