@@ -273,6 +273,36 @@ def test_alert_log_without_a_frame_still_alerts(tmp_path):
     assert session.published[0]["frame"] is None and session.published[0]["frame_t"] == 4.0
 
 
+def test_a_watched_answer_is_saved_with_its_own_frame_not_the_newest(tmp_path):
+    """The session publishes an answer, then resolves its future with the frame the model saw; the
+    newest sampled frame may be far ahead (a file played fast). Either order of the two works."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from vinci_edge.live.alerts import AlertLog, AlertRule
+
+    def rgb(value: int) -> np.ndarray:
+        return np.full((16, 16, 3), value, np.uint8)
+
+    session = FakeSession((9.0, rgb(250)))  # the newest frame sampled
+    with AlertLog(session, [AlertRule("any", "answer")], None, tmp_path) as log:
+        watched, early = Future(), Future()
+        log.watch(watched)
+        log.watch(early)
+        session.answer(1, "answer one", t=2.0)
+        watched.set_result(SimpleNamespace(qid=1, frame=(1.0, rgb(10))))
+        early.set_result(SimpleNamespace(qid=2, frame=(3.0, rgb(30))))
+        session.answer(2, "answer two", t=4.0)
+        session.answer(3, "answer three, not watched", t=6.0)
+    saved = {e["qid"]: e["frame_t"] for e in session.published}
+    assert saved == {1: 1.0, 2: 3.0, 3: 9.0} and log.frames_saved == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "t000001.000-q1.jpg",
+        "t000003.000-q2.jpg",
+        "t000009.000-q3.jpg",
+    ]
+
+
 # ---- triggers on a recorded session -----------------------------------------------------------------
 class TriggerSession(FakeSession):
     """Records the questions the triggers submit; `answered` decides whether their futures are done."""
@@ -387,3 +417,120 @@ def test_stdin_questions_asks_each_line_and_prints_the_answers_as_they_stream():
     )
     assert lines[2].endswith("s] refuse me") and lines[3] == "  refused: the queue is full"
     assert all(line.startswith("[") for line in lines[:3])
+
+
+# ---- on a live session with the tiny engine ---------------------------------------------------------
+class ClipSource:
+    """A clip played as fast as the session takes it: every frame and 0.1 s audio blocks, stamped
+    with their media time, in time order. Test-local, so these tests exercise the triggers and the
+    session, not `vinci_edge.live.sources` (tested on its own)."""
+
+    video = audio = True
+    realtime = False
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self.path = path
+
+    def run(self, clock, sink, stop) -> None:
+        import av
+
+        from vinci_edge.live.packets import ENDED
+
+        samples = decode_audio(self.path, SAMPLE_RATE).samples
+        block, sent = SAMPLE_RATE // 10, 0
+        with av.open(str(self.path)) as container:
+            for frame in container.decode(video=0):
+                t = round(frame.time, 3)
+                while sent < len(samples) and sent / SAMPLE_RATE < t:
+                    sink.audio(round(sent / SAMPLE_RATE, 3), samples[sent : sent + block])
+                    sent += block
+                if stop.is_set():
+                    break
+                if sink.want_frame(t):
+                    sink.frame(t, frame.to_ndarray(format="rgb24"))
+        for start in range(sent, len(samples), block):
+            sink.audio(round(start / SAMPLE_RATE, 3), samples[start : start + block])
+        sink.notice(self.name, ENDED, "end of file")
+
+
+@pytest.fixture(scope="module")
+def clip8(tmp_path_factory) -> Path:
+    from vinci_edge.media.synth import make_test_clip
+
+    return make_test_clip(tmp_path_factory.mktemp("media") / "clip8.mp4", seconds=8.0)
+
+
+def periodic_run(engine: Path, clip: Path, every: float, rules=(), events=None, frames=None):
+    """Play `clip` fast into a session with a periodic question (and an alert log): what happened."""
+    from vinci_edge.generation import GenerationConfig
+    from vinci_edge.live.alerts import AlertLog
+    from vinci_edge.live.session import LiveOptions, LiveSession
+    from vinci_edge.live.triggers import PeriodicTrigger
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    session = LiveSession(Pipeline.from_engine(engine), LiveOptions(fps=1.0, chunk_seconds=2.0))
+    seen: list[dict] = []
+    session.subscribe(seen.append)
+    log = AlertLog(session, list(rules), events, frames)
+    with log, session:
+        gen = GenerationConfig(max_new_tokens=8)
+        periodic = PeriodicTrigger(session, every, "What is happening?", gen, on_asked=log.watch)
+        session.start([ClipSource(clip)])
+        assert session.join(timeout=60)
+        answers = [f.result(timeout=60) for f in periodic.futures]
+        media_until = session.media_until
+    return periodic, answers, seen, log, media_until
+
+
+@pytest.mark.parametrize(
+    "every, asked, skipped",
+    [
+        (2.0, 4, 0),  # due at 2, 4, 6, 8: one question per 2 s segment
+        (1.5, 4, 1),  # due at 1.5, 3, 4.5, 6, 7.5: the segment ending at 6 passes two, asked once
+        (3.0, 2, 0),  # due at 3, 6: the segments ending at 4 and 6
+    ],
+)
+def test_a_file_played_fast_gets_one_periodic_question_per_period(tiny_engine, clip8, every, asked, skipped):
+    periodic, answers, seen, _, media_until = periodic_run(tiny_engine, clip8, every)
+    assert media_until == 8.0
+    assert (periodic.asked, periodic.skipped) == (asked, skipped)
+    assert periodic.asked + periodic.skipped == int(media_until / every)  # every due time, once
+    assert len(answers) == asked == len([e for e in seen if e["type"] == "answer"])
+    assert all(a.origin == "periodic" and a.question == "What is happening?" for a in answers)
+    segment_ends = [e["t1"] for e in seen if e["type"] == "segment"]
+    assert segment_ends == [2.0, 4.0, 6.0, 8.0]
+    due_in = [t for t in segment_ends if int(t / every) > int((t - 2.0) / every)]
+    assert [a.media_until for a in answers] == due_in  # asked as the segment with the due time came in
+
+
+def test_an_alert_writes_its_json_line_and_the_frame_jpeg(tiny_engine, clip8, tmp_path):
+    """Answers are greedy, so a second run answers as the first did: a rule for a word of the
+    second answer fires on it (and on any other answer that holds the word)."""
+    import json
+    import re
+
+    from PIL import Image
+
+    from vinci_edge.live.alerts import AlertRule
+
+    _, first, *_ = periodic_run(tiny_engine, clip8, 2.0)
+    word = max(re.findall(r"[A-Za-z]{3,}", first[1].text), key=len)
+    rule = AlertRule("word", rf"\b{word}\b")
+    events, frames = tmp_path / "events.jsonl", tmp_path / "frames"
+    _, answers, seen, log, _ = periodic_run(tiny_engine, clip8, 2.0, [rule], events, frames)
+    assert [a.text for a in answers] == [a.text for a in first]
+
+    lines = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
+    answered = [line for line in lines if line["type"] == "answer"]
+    alerts = [line for line in lines if line["type"] == "alert"]
+    assert [line["text"] for line in answered] == [a.text for a in answers]
+    expected = [a for a in answers if rule.search(a.text)]
+    assert [(x["qid"], x["answer"], x["rule"]) for x in alerts] == [(a.qid, a.text, "word") for a in expected]
+    assert alerts == [e for e in seen if e["type"] == "alert"]  # published, then written
+    for alert, answer in zip(alerts, expected, strict=True):
+        assert alert["frame_t"] == answer.frame[0]  # watched: the frame the model saw, not a newer one
+        jpeg = Path(alert["frame"])
+        assert jpeg.parent == frames and jpeg.name == f"t{alert['frame_t']:010.3f}-q{alert['qid']}.jpg"
+        assert Image.open(jpeg).size == (160, 120)
+    assert (log.answers, log.alerts) == (len(answers), len(expected)) and log.alerts >= 1

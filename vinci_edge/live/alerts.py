@@ -7,8 +7,10 @@
 `AlertLog` listens to the session's "answer" events. Every answer is appended to the events file as
 a JSON line ({"type": "answer", ...}); an answer that matches a rule (case-insensitive regex search;
 a plain keyword is a regex too) is published as {"type": "alert", "t", "rule", "match", "qid",
-"question", "answer", "frame_t", "frame"} and appended as well, and the frame the answer saw is
-saved as a JPEG named by its stream time and question id. The files are written by a worker thread
+"question", "answer", "frame_t", "frame"} and appended as well, and its frame is saved as a JPEG
+named by its stream time and question id: for a question passed to `watch(future)` (the triggers'
+`on_asked`), exactly the frame the model saw (`LiveAnswer.frame`); for any other, the newest frame
+the session had sampled when the answer came. The files are written by a worker thread
 (the session's event callbacks must return at once) and flushed line by line, so a run that is
 killed keeps every line it wrote. An events file that exists is appended to, never truncated; both
 outputs are checked writable before the session starts (`check_outputs`).
@@ -23,6 +25,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -34,6 +37,8 @@ from vinci_edge.output_folder import OutputFolderError
 from vinci_edge.progress import to_stderr
 
 JPEG_QUALITY = 90
+HOLD_S = 0.25  # how long an answer event waits for its watched question's frame (see AlertLog._work)
+Frame = tuple[float, np.ndarray]  # (stream time, RGB uint8 HxWx3)
 _RULE_NAME = re.compile(r"[\w.-]+")
 
 
@@ -44,7 +49,7 @@ class EventSession(Protocol):
 
     def publish(self, event: dict) -> None: ...
 
-    def latest_frame(self) -> tuple[float, np.ndarray] | None: ...
+    def latest_frame(self) -> Frame | None: ...
 
 
 # ---- rules ------------------------------------------------------------------------------------------
@@ -165,7 +170,7 @@ class AlertLog:
         self._frames_dir = frames_dir
         self._events = _open_append(events_path) if events_path is not None else None
         self._failed: str | None = None
-        self._queue: queue.Queue[tuple[dict, tuple[float, np.ndarray] | None] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="alert-log", daemon=True)
         self._worker.start()
         self._unsubscribe = session.subscribe(self._on_event)
@@ -184,20 +189,58 @@ class AlertLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def watch(self, future: Future) -> None:
+        """Save the frame of `future`'s answer exactly: its `LiveAnswer.frame`, the newest frame in
+        the cache when it was answered. (Answers not watched get the newest frame sampled when
+        they came, which a file played fast can have read well past.) Call it right after submit."""
+        future.add_done_callback(self._on_done)
+
+    def _on_done(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            answer = future.result()
+            self._queue.put(("frame", answer.qid, answer.frame))
+
     def _on_event(self, event: dict) -> None:
-        """On the session's thread: note the newest frame now (it is the answer's, or the closest
-        one) and hand the rest to the worker."""
+        """On the session's thread: note the newest frame now and hand the answer to the worker."""
         if event.get("type") == "answer":
-            self._queue.put((event, self._session.latest_frame()))
+            self._queue.put(("answer", event, self._session.latest_frame()))
 
     def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
+        """Answers in order. The session publishes an answer, then resolves its future: an answer
+        event is held up to HOLD_S for the frame of its watched question (or handled as soon as
+        anything else arrives), so a watched answer is saved with the frame the model saw."""
+        held: tuple[dict, Frame | None] | None = None
+        early: dict[int, Frame | None] = {}  # watched frames that came before their answer event
+        while True:
             try:
-                self._handle(*item)
-            except Exception as exc:  # a full disk must not end the session: say it once
-                self._fail(f"{type(exc).__name__}: {exc}")
+                item = self._queue.get(timeout=HOLD_S if held else None)
+            except queue.Empty:
+                item = ("timeout",)
+            if item is not None and item[0] == "frame":
+                _, qid, frame = item
+                if held is not None and held[0].get("qid") == qid:
+                    held = self._handle_safely(held[0], frame)
+                else:
+                    early[qid] = frame
+                continue
+            if held is not None:
+                held = self._handle_safely(*held)
+            if item is None:
+                return
+            if item[0] == "answer":
+                _, event, latest = item
+                if event.get("qid") in early:
+                    self._handle_safely(event, early.pop(event["qid"]))
+                else:
+                    held = (event, latest)
 
-    def _handle(self, event: dict, frame: tuple[float, np.ndarray] | None) -> None:
+    def _handle_safely(self, event: dict, frame: Frame | None) -> None:
+        try:
+            self._handle(event, frame)
+        except Exception as exc:  # a full disk must not end the session: say it once
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def _handle(self, event: dict, frame: Frame | None) -> None:
         self.answers += 1
         self._write({**event, "type": "answer"})
         text = str(event.get("text", ""))
@@ -221,9 +264,7 @@ class AlertLog:
             self._session.publish(alert)
             self._write(alert)
 
-    def _save_frame(
-        self, event: dict, frame: tuple[float, np.ndarray] | None
-    ) -> tuple[float | None, str | None]:
+    def _save_frame(self, event: dict, frame: Frame | None) -> tuple[float | None, str | None]:
         """The frame's stream time and where its JPEG was saved (None: no folder or no frame)."""
         if frame is None:
             return event.get("frame_t"), None

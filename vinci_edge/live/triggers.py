@@ -11,13 +11,14 @@
 - `StdinQuestions` asks each non-empty line read from stdin (the CLI's on-demand questions) and
   prints the answer as it streams, with its stream time.
 
-Triggers never call the session from its own event or audio callbacks (those must return at once):
-each has a worker thread that submits.
+The triggers submit from the session's own callbacks: `submit` only queues, so they return at
+once. That is also what makes a file played fast deterministic: the "segment" event comes from the
+session's worker, which answers a queued question before it closes the next segment, and the speech
+detector runs on the audio tap, before the block that ends the speech is even queued.
 """
 
 from __future__ import annotations
 
-import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -51,52 +52,35 @@ class TriggerSession(Protocol):
     def add_audio_tap(self, fn: Callable[[float, np.ndarray], None]) -> Any: ...
 
 
-class _Worker:
-    """One thread that runs the calls put to it, in order; `close()` runs what is queued first."""
-
-    def __init__(self, name: str) -> None:
-        self._calls: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, call: Callable[[], None]) -> None:
-        self._calls.put(call)
-
-    def drain(self) -> None:
-        """Wait until every call put so far has run."""
-        done = threading.Event()
-        self._calls.put(done.set)
-        done.wait()
-
-    def close(self) -> None:
-        self._calls.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while (call := self._calls.get()) is not None:
-            call()
-
-
 # ---- periodic ---------------------------------------------------------------------------------------
 class PeriodicTrigger:
     """Asks `question` at stream times every_s, 2*every_s, ... (see the module docstring).
 
     `asked` and `skipped` count the due times: asked + skipped == the due times the stream passed.
-    `futures` holds every question asked, in order.
+    `futures` holds every question asked, in order; `on_asked(future)` is called for each (e.g. an
+    alert log's `watch`).
     """
 
-    def __init__(self, session: TriggerSession, every_s: float, question: str, gen: Any = None) -> None:
+    def __init__(
+        self,
+        session: TriggerSession,
+        every_s: float,
+        question: str,
+        gen: Any = None,
+        on_asked: Callable[[Future], None] | None = None,
+    ) -> None:
         if not every_s > 0:
             raise ValueError(f"every_s must be > 0, got {every_s}")
         self.every_s = every_s
         self.question = question
         self.gen = gen
+        self.on_asked = on_asked
         self.asked = 0
         self.skipped = 0
         self.futures: list[Future] = []
         self._session = session
-        self._due = 1  # the next due time is stamp(_due * every_s)
-        self._worker = _Worker("periodic-trigger")
+        self._due = 1  # index of the next due time, _due * every_s
+        self._lock = threading.Lock()
         self._unsubscribe = session.subscribe(self._on_event)
 
     def due_times(self, until: float) -> int:
@@ -106,15 +90,14 @@ class PeriodicTrigger:
     def close(self) -> None:
         """Stop asking; questions already asked still get their answers."""
         self._unsubscribe()
-        self._worker.close()
 
     def _on_event(self, event: dict) -> None:
         if event.get("type") == "segment":
-            t1 = float(event["t1"])
-            self._worker.put(lambda: self._reached(t1))
+            with self._lock:
+                self._reached(float(event["t1"]))
 
     def _reached(self, t1: float) -> None:
-        """Media up to `t1` is in the cache: ask once for every due time passed, or skip."""
+        """Media up to `t1` is in the cache: one question for the due times passed, or a skip."""
         passed = self.due_times(t1) - self._due + 1
         if passed <= 0:
             return
@@ -125,15 +108,18 @@ class PeriodicTrigger:
             return
         self.skipped += passed - 1  # one question for media that passed several due times at once
         self.asked += 1
-        self.futures.append(self._session.submit(self.question, gen=self.gen, origin="periodic"))
+        future = self._session.submit(self.question, gen=self.gen, origin="periodic")
+        self.futures.append(future)
+        if self.on_asked is not None:
+            self.on_asked(future)
 
 
 # ---- speech -----------------------------------------------------------------------------------------
 class SpeechTrigger:
     """Asks `question_for(segment)` (None: ask nothing) whenever a speech segment ends.
 
-    Audio reaches the detector through the session's audio tap and a worker thread; `finish()`
-    (call it once the sources ended) runs what is queued and closes speech still open at the end.
+    The detector runs on the session's audio tap (about 0.1 ms of CPU per 32 ms of audio);
+    `finish()` (call it once the sources ended) closes speech still open at the end of the stream.
     `lookback_s` caps how far back the segment handed to `question_for` starts (a long monologue is
     asked about as its last `lookback_s` seconds); `on_asked(segment, future)` is called for each
     question asked; `segments` and `futures` hold what happened.
@@ -156,22 +142,21 @@ class SpeechTrigger:
         self.segments: list[SpeechSegment] = []
         self.futures: list[Future] = []
         self._session = session
-        self._worker = _Worker("speech-trigger")
+        self._lock = threading.Lock()  # the tap's thread and finish() share the detector
         self._finished = False
         session.add_audio_tap(self._on_audio)
 
     def finish(self) -> None:
-        """The audio ended: detect in what is queued, close open speech, stop the worker."""
-        if self._finished:
-            return
-        self._finished = True
-        self._worker.put(lambda: self._ended(self.vad.finish()))
-        self._worker.close()
+        """The audio ended: close speech still open and stop listening."""
+        with self._lock:
+            if not self._finished:
+                self._finished = True
+                self._ended(self.vad.finish())
 
     def _on_audio(self, t: float, samples: np.ndarray) -> None:
-        if not self._finished:
-            block = np.array(samples, dtype=np.float32, copy=True)
-            self._worker.put(lambda: self._ended(self.vad.feed(t, block)))
+        with self._lock:
+            if not self._finished:
+                self._ended(self.vad.feed(t, samples))
 
     def _ended(self, segments: list[SpeechSegment]) -> None:
         for segment in segments:
