@@ -328,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         "vinci_edge.quantization.cli",
         "vinci_edge.quantization.report_cli",
         "vinci_edge.profiling.cli",
+        "vinci_edge.live.cli",
     ):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
