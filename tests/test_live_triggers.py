@@ -181,6 +181,14 @@ def test_a_bad_alert_rule_is_one_line(text, says):
     assert says in str(err.value) and "\n" not in str(err.value)
 
 
+def test_parse_rule_raises_value_error_for_library_callers():
+    from vinci_edge.live.alerts import parse_rule
+
+    assert parse_rule("fire=smoke|flame").search("FLAME") == "FLAME"
+    with pytest.raises(ValueError, match=r"^alert x: '\[a-' is not a regex"):
+        parse_rule("x=[a-")
+
+
 def test_a_bad_alert_rule_is_a_usage_error_on_the_command_line():
     from vinci_edge.cli_options import CommandLineParser, UsageError
     from vinci_edge.live.alerts import alert_rule
@@ -346,11 +354,23 @@ def test_periodic_trigger_asks_once_per_period_of_stream_time(every, ends, answe
     session = TriggerSession(answered)
     trigger = PeriodicTrigger(session, every, "Unsafe?")
     session.segments(*ends)
-    trigger.close()
+    trigger.stop()
     assert (trigger.asked, trigger.skipped) == (asked, skipped)
     assert trigger.asked + trigger.skipped == trigger.due_times(ends[-1])
     assert all(q == {"question": "Unsafe?", "until": None, "origin": "periodic"} for q in session.asked)
     assert session.subscribers == []
+
+
+def test_speech_trigger_takes_a_model_or_a_detector(vad):
+    from vinci_edge.live.triggers import SpeechTrigger
+
+    session = TriggerSession()
+    trigger = SpeechTrigger(session, vad, question_for=lambda t0, t1: "?")
+    assert isinstance(trigger.vad, SpeechDetector) and trigger.vad.model is vad
+    trigger.stop()
+    session.taps[0](0.0, np.zeros(SAMPLE_RATE, np.float32))  # stopped: the tap ignores audio
+    trigger.finish()
+    assert trigger.segments == [] and session.asked == []
 
 
 def test_speech_trigger_asks_when_speech_ends_with_until_its_end(vad, speech):
@@ -361,7 +381,7 @@ def test_speech_trigger_asks_when_speech_ends_with_until_its_end(vad, speech):
     trigger = SpeechTrigger(
         session,
         SpeechDetector(vad, min_silence_ms=500),
-        question_for=lambda s: f"what was said from {s.t0} to {s.t1}?",
+        question_for=lambda t0, t1: f"what was said from {t0} to {t1}?",
         lookback_s=0.5,
         on_asked=lambda segment, future: seen.append(segment),
     )
@@ -405,6 +425,8 @@ def test_stdin_questions_asks_each_line_and_prints_the_answers_as_they_stream():
             return future
 
     session, out = Answering(), io.StringIO()
+    quiet = StdinQuestions(session, stdin=io.StringIO("asked, not printed\n"))  # the live command prints
+    assert quiet.join(timeout=5) and session.asked.pop()["question"] == "asked, not printed"
     reader = StdinQuestions(session, stdin=io.StringIO("door open?\n\n   \n refuse me \n"), out=out)
     assert reader.join(timeout=5)
     assert session.asked == [

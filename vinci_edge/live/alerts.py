@@ -85,16 +85,24 @@ class AlertRule:
         return found.group(0) if found else None
 
 
-def alert_rule(text: str) -> AlertRule:
-    """`type=` for --alert: NAME=REGEX, or a bare KEYWORD (its own name). Refused with one line
-    (argparse prefixes the option, and `CommandLineParser` makes it a `UsageError`)."""
+def parse_rule(text: str) -> AlertRule:
+    """NAME=REGEX, or a bare KEYWORD (its own name); ValueError with one line when it is not one."""
     name, sep, pattern = text.partition("=")
     if not sep:
         name = pattern = text.strip()
     try:
         return AlertRule(name.strip(), pattern)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (expected NAME=REGEX, e.g. fire=smoke|flame)") from None
+        raise ValueError(f"{exc} (expected NAME=REGEX, e.g. fire=smoke|flame)") from None
+
+
+def alert_rule(text: str) -> AlertRule:
+    """`type=` for --alert: `parse_rule`, refused as argparse refuses (it prefixes the option, and
+    `CommandLineParser` makes it a `UsageError`)."""
+    try:
+        return parse_rule(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _regex_error(exc: re.error) -> str:
@@ -152,7 +160,7 @@ def frame_file_name(frame_t: float, qid: int) -> str:
 # ---- the log ----------------------------------------------------------------------------------------
 class AlertLog:
     """Matches every answer of `session` against `rules`; publishes and logs the alerts (see the
-    module docstring). Use it as a context manager, or call `close()`, so every line is written."""
+    module docstring). Use it as a context manager, or call `stop()`, so every line is written."""
 
     def __init__(
         self,
@@ -175,7 +183,7 @@ class AlertLog:
         self._worker.start()
         self._unsubscribe = session.subscribe(self._on_event)
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Stop listening, write what is queued, close the file."""
         self._unsubscribe()
         self._queue.put(None)
@@ -187,7 +195,7 @@ class AlertLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.stop()
 
     def watch(self, future: Future) -> None:
         """Save the frame of `future`'s answer exactly: its `LiveAnswer.frame`, the newest frame in

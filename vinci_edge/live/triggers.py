@@ -28,9 +28,9 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 
 from vinci_edge.live.packets import stamp
-from vinci_edge.live.vad import SpeechDetector, SpeechSegment
+from vinci_edge.live.vad import SileroVAD, SpeechDetector, SpeechSegment
 
-QuestionFor = Callable[[SpeechSegment], "str | None"]
+QuestionFor = Callable[[float, float], "str | None"]  # (t0, t1) of the speech -> the question
 
 
 class TriggerSession(Protocol):
@@ -87,7 +87,7 @@ class PeriodicTrigger:
         """How many due times a stream that reached `until` passes."""
         return int(until / self.every_s + 1e-9)
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Stop asking; questions already asked still get their answers."""
         self._unsubscribe()
 
@@ -116,25 +116,27 @@ class PeriodicTrigger:
 
 # ---- speech -----------------------------------------------------------------------------------------
 class SpeechTrigger:
-    """Asks `question_for(segment)` (None: ask nothing) whenever a speech segment ends.
+    """Asks `question_for(t0, t1)` (None or "": ask nothing) whenever a stretch of speech ends.
 
-    The detector runs on the session's audio tap (about 0.1 ms of CPU per 32 ms of audio);
-    `finish()` (call it once the sources ended) closes speech still open at the end of the stream.
-    `lookback_s` caps how far back the segment handed to `question_for` starts (a long monologue is
-    asked about as its last `lookback_s` seconds); `on_asked(segment, future)` is called for each
-    question asked; `segments` and `futures` hold what happened.
+    `vad` is a `SpeechDetector`, or a `SileroVAD` model (detected with the default settings). The
+    detector runs on the session's audio tap (about 0.1 ms of CPU per 32 ms of audio). `finish()`,
+    called once the sources have ended and before the session stops, closes speech still open at
+    the end of the stream and asks about it; `stop()` just stops listening. `lookback_s` caps how
+    far back the (t0, t1) handed to `question_for` reaches (a long monologue is asked about as its
+    last `lookback_s` seconds); `on_asked(segment, future)` is called for each question asked;
+    `segments` and `futures` hold what happened.
     """
 
     def __init__(
         self,
         session: TriggerSession,
-        vad: SpeechDetector,
+        vad: SpeechDetector | SileroVAD,
         question_for: QuestionFor,
         lookback_s: float | None = None,
         gen: Any = None,
         on_asked: Callable[[SpeechSegment, Future], None] | None = None,
     ) -> None:
-        self.vad = vad
+        self.vad = vad if isinstance(vad, SpeechDetector) else SpeechDetector(vad)
         self.question_for = question_for
         self.lookback_s = lookback_s
         self.gen = gen
@@ -147,11 +149,16 @@ class SpeechTrigger:
         session.add_audio_tap(self._on_audio)
 
     def finish(self) -> None:
-        """The audio ended: close speech still open and stop listening."""
+        """The audio ended: ask about speech still open, then stop listening."""
         with self._lock:
             if not self._finished:
                 self._finished = True
                 self._ended(self.vad.finish())
+
+    def stop(self) -> None:
+        """Stop listening; speech still open is not asked about."""
+        with self._lock:
+            self._finished = True
 
     def _on_audio(self, t: float, samples: np.ndarray) -> None:
         with self._lock:
@@ -162,29 +169,32 @@ class SpeechTrigger:
         for segment in segments:
             self.segments.append(segment)
             self._session.publish({"type": "speech", "t": segment.t1, "t0": segment.t0, "t1": segment.t1})
-            asked = self._asked_about(segment)
-            question = self.question_for(asked)
+            t0, t1 = self._asked_about(segment)
+            question = self.question_for(t0, t1)
             if question:
                 future = self._session.submit(question, gen=self.gen, until=segment.t1, origin="speech")
                 self.futures.append(future)
                 if self.on_asked is not None:
                     self.on_asked(segment, future)
 
-    def _asked_about(self, segment: SpeechSegment) -> SpeechSegment:
+    def _asked_about(self, segment: SpeechSegment) -> tuple[float, float]:
         if self.lookback_s is None or segment.seconds <= self.lookback_s:
-            return segment
-        return SpeechSegment(stamp(segment.t1 - self.lookback_s), segment.t1)
+            return segment.t0, segment.t1
+        return stamp(segment.t1 - self.lookback_s), segment.t1
 
 
 # ---- stdin ------------------------------------------------------------------------------------------
 class StdinQuestions:
-    """Reads questions from `stdin`, one a line, and prints each answer as it streams:
+    """Reads questions from `stdin`, one a line (origin "cli"). With `out`, it prints each question
+    and its answer as it streams:
 
-        [  12.48 s] Is the door open?
-        [  12.91 s] > Yes, the door on the left is open.
+        [   12.48 s] Is the door open?
+        [   12.91 s] > Yes, the door on the left is open.
 
     The first time is when the question was read, the second when its first words came, both on
-    the stream clock. The reader stops at end of input or `close()`; answers still print after it.
+    the stream clock. Without `out` nothing is printed: a program that prints every session event
+    (the live command's printer) shows them already. The reader stops at end of input or `stop()`;
+    answers to questions already asked still come.
     """
 
     def __init__(
@@ -198,7 +208,7 @@ class StdinQuestions:
         self.futures: list[Future] = []
         self._session = session
         self._stdin = stdin if stdin is not None else sys.stdin
-        self._out = out if out is not None else sys.stdout
+        self._out = out
         self._gen = gen
         self._origin = origin
         self._print_lock = threading.Lock()
@@ -206,7 +216,7 @@ class StdinQuestions:
         self._thread = threading.Thread(target=self._read, name="stdin-questions", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Stop reading (a line being typed is not asked)."""
         self._stop.set()
 
@@ -251,6 +261,8 @@ class StdinQuestions:
         return self._session.clock.now()
 
     def _print(self, text: str) -> None:
+        if self._out is None:
+            return
         with self._print_lock:
             self._out.write(text)
             self._out.flush()
