@@ -28,6 +28,7 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 
 from vinci_edge.live.packets import stamp
+from vinci_edge.live.vad import SAMPLE_RATE as VAD_RATE
 from vinci_edge.live.vad import SileroVAD, SpeechDetector, SpeechSegment
 
 QuestionFor = Callable[[float, float], "str | None"]  # (t0, t1) of the speech -> the question
@@ -136,6 +137,9 @@ class SpeechTrigger:
         gen: Any = None,
         on_asked: Callable[[SpeechSegment, Future], None] | None = None,
     ) -> None:
+        rate = getattr(getattr(session, "cfg", None), "audio_sampling_rate", VAD_RATE)
+        if rate != VAD_RATE:
+            raise ValueError(f"the VAD takes {VAD_RATE} Hz audio; this session delivers {rate} Hz")
         self.vad = vad if isinstance(vad, SpeechDetector) else SpeechDetector(vad)
         self.question_for = question_for
         self.lookback_s = lookback_s
