@@ -57,7 +57,12 @@ EXTRAS = {
     ],
     # The peers of benchmarks/bench_peers.py (not needed by vinci-edge itself).
     "bench": ["optimum>=2.1,<2.2", "optimum-onnx>=0.1,<0.2", "xllamacpp"],
-    "dev": ["pytest>=8", "ruff>=0.6", "import-linter>=2.1"],
+    # The live path's optional parts: a microphone (PortAudio through sounddevice) and V4L2 /
+    # GStreamer cameras (OpenCV). Voice activity detection uses the ONNX model inside `silero-vad`,
+    # installed with --no-deps (its own dependencies are torch and torchaudio, which it is not run with).
+    "live": ["sounddevice>=0.4"],
+    "camera": ["opencv-python-headless>=4.8"],
+    "dev": ["pytest>=8", "ruff>=0.6", "import-linter>=2.1", "selenium>=4.20"],
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -208,6 +213,7 @@ setup(
     description="Edge runtime for OmniVinci omni-modal LLMs (video + audio + text in, text out)",
     python_requires=">=3.10",
     packages=find_packages(include=["vinci_edge", "vinci_edge.*"]),
+    package_data={"vinci_edge.live.web": ["static/*"]},
     install_requires=BASE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["vinci-edge=vinci_edge.cli:main"]},

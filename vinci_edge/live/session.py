@@ -334,6 +334,7 @@ class LiveSession:
         q = _Question(
             next(self._qids), question, gen, until, on_text, origin, self.clock.now(), time.perf_counter_ns()
         )
+        q.future.qid = q.qid  # type: ignore[attr-defined]  # callers match it with the events
         self.publish(
             {"type": "question", "t": q.asked_at, "qid": q.qid, "question": question, "origin": origin}
         )

