@@ -282,8 +282,9 @@ def test_alert_log_without_a_frame_still_alerts(tmp_path):
 
 
 def test_a_watched_answer_is_saved_with_its_own_frame_not_the_newest(tmp_path):
-    """The session publishes an answer, then resolves its future with the frame the model saw; the
-    newest sampled frame may be far ahead (a file played fast). Either order of the two works."""
+    """The session publishes an answer, then resolves its future (which carries the question id)
+    with the frame the model saw; the newest sampled frame may be far ahead (a file played fast)."""
+    import threading
     from concurrent.futures import Future
     from types import SimpleNamespace
 
@@ -292,14 +293,19 @@ def test_a_watched_answer_is_saved_with_its_own_frame_not_the_newest(tmp_path):
     def rgb(value: int) -> np.ndarray:
         return np.full((16, 16, 3), value, np.uint8)
 
+    def future(qid: int) -> Future:
+        f: Future = Future()
+        f.qid = qid  # as LiveSession.submit sets it
+        return f
+
     session = FakeSession((9.0, rgb(250)))  # the newest frame sampled
     with AlertLog(session, [AlertRule("any", "answer")], None, tmp_path) as log:
-        watched, early = Future(), Future()
-        log.watch(watched)
-        log.watch(early)
+        first, second = future(1), future(2)
+        log.watch(first)
+        log.watch(second)
+        second.set_result(SimpleNamespace(qid=2, frame=(3.0, rgb(30))))  # resolved before its event
         session.answer(1, "answer one", t=2.0)
-        watched.set_result(SimpleNamespace(qid=1, frame=(1.0, rgb(10))))
-        early.set_result(SimpleNamespace(qid=2, frame=(3.0, rgb(30))))
+        threading.Timer(0.1, first.set_result, [SimpleNamespace(qid=1, frame=(1.0, rgb(10)))]).start()
         session.answer(2, "answer two", t=4.0)
         session.answer(3, "answer three, not watched", t=6.0)
     saved = {e["qid"]: e["frame_t"] for e in session.published}

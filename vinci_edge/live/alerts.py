@@ -1,6 +1,6 @@
 """Alerts: answers that match a rule become "alert" events, a JSON line and a saved frame.
 
-    rules = [alert_rule("danger=\\byes\\b|unsafe|fire")]        # what --alert NAME=REGEX parses to
+    rules = [parse_rule("danger=\\byes\\b|unsafe|fire")]        # what --alert NAME=REGEX parses to
     with AlertLog(session, rules, Path("events.jsonl"), Path("frames")) as log:
         ...                                                     # the session runs and answers
 
@@ -37,7 +37,7 @@ from vinci_edge.output_folder import OutputFolderError
 from vinci_edge.progress import to_stderr
 
 JPEG_QUALITY = 90
-HOLD_S = 0.25  # how long an answer event waits for its watched question's frame (see AlertLog._work)
+FRAME_WAIT_S = 5.0  # the most a watched answer's event waits for its future (resolved right after it)
 Frame = tuple[float, np.ndarray]  # (stream time, RGB uint8 HxWx3)
 _RULE_NAME = re.compile(r"[\w.-]+")
 
@@ -178,7 +178,8 @@ class AlertLog:
         self._frames_dir = frames_dir
         self._events = _open_append(events_path) if events_path is not None else None
         self._failed: str | None = None
-        self._queue: queue.Queue[tuple | None] = queue.Queue()
+        self._watched: dict[int, Future] = {}  # qid -> the future of a watched question
+        self._queue: queue.Queue[tuple[dict, Frame | None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="alert-log", daemon=True)
         self._worker.start()
         self._unsubscribe = session.subscribe(self._on_event)
@@ -199,54 +200,36 @@ class AlertLog:
 
     def watch(self, future: Future) -> None:
         """Save the frame of `future`'s answer exactly: its `LiveAnswer.frame`, the newest frame in
-        the cache when it was answered. (Answers not watched get the newest frame sampled when
-        they came, which a file played fast can have read well past.) Call it right after submit."""
-        future.add_done_callback(self._on_done)
-
-    def _on_done(self, future: Future) -> None:
-        if not future.cancelled() and future.exception() is None:
-            answer = future.result()
-            self._queue.put(("frame", answer.qid, answer.frame))
+        the cache when it was answered. (Answers not watched get the newest frame sampled when they
+        came, which a file played fast can have read well past.) The session's futures carry their
+        question id, which the answer event names."""
+        qid = getattr(future, "qid", None)
+        if qid is not None:
+            self._watched[qid] = future
 
     def _on_event(self, event: dict) -> None:
         """On the session's thread: note the newest frame now and hand the answer to the worker."""
         if event.get("type") == "answer":
-            self._queue.put(("answer", event, self._session.latest_frame()))
+            self._queue.put((event, self._session.latest_frame()))
 
     def _work(self) -> None:
-        """Answers in order. The session publishes an answer, then resolves its future: an answer
-        event is held up to HOLD_S for the frame of its watched question (or handled as soon as
-        anything else arrives), so a watched answer is saved with the frame the model saw."""
-        held: tuple[dict, Frame | None] | None = None
-        early: dict[int, Frame | None] = {}  # watched frames that came before their answer event
-        while True:
+        while (item := self._queue.get()) is not None:
+            event, latest = item
             try:
-                item = self._queue.get(timeout=HOLD_S if held else None)
-            except queue.Empty:
-                item = ("timeout",)
-            if item is not None and item[0] == "frame":
-                _, qid, frame = item
-                if held is not None and held[0].get("qid") == qid:
-                    held = self._handle_safely(held[0], frame)
-                else:
-                    early[qid] = frame
-                continue
-            if held is not None:
-                held = self._handle_safely(*held)
-            if item is None:
-                return
-            if item[0] == "answer":
-                _, event, latest = item
-                if event.get("qid") in early:
-                    self._handle_safely(event, early.pop(event["qid"]))
-                else:
-                    held = (event, latest)
+                self._handle(event, self._answer_frame(event, latest))
+            except Exception as exc:  # a full disk must not end the session: say it once
+                self._fail(f"{type(exc).__name__}: {exc}")
 
-    def _handle_safely(self, event: dict, frame: Frame | None) -> None:
+    def _answer_frame(self, event: dict, latest: Frame | None) -> Frame | None:
+        """A watched answer's own frame (the session resolves its future just after publishing the
+        answer), else the newest frame sampled when the answer came."""
+        future = self._watched.pop(event.get("qid"), None)
+        if future is None:
+            return latest
         try:
-            self._handle(event, frame)
-        except Exception as exc:  # a full disk must not end the session: say it once
-            self._fail(f"{type(exc).__name__}: {exc}")
+            return future.result(timeout=FRAME_WAIT_S).frame
+        except Exception:  # refused after all, or not resolved in time: the newest frame will do
+            return latest
 
     def _handle(self, event: dict, frame: Frame | None) -> None:
         self.answers += 1
