@@ -4,7 +4,6 @@ tests check the outputs' shape, not their words)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -24,10 +23,6 @@ FRONT_CENTER = Path("/usr/share/sounds/alsa/Front_Center.wav")  # "Front, center
 SAMPLE_RATE = 16000
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ROOT / "demos"
-needs_sources = pytest.mark.skipif(
-    importlib.util.find_spec("vinci_edge.live.sources") is None,
-    reason="vinci_edge.live.sources is not merged yet",
-)
 
 
 def make_speech_clip(path: Path, speech: np.ndarray, seconds: float, speech_at: float, fps: int = 10) -> Path:
@@ -149,7 +144,6 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-@needs_sources
 def test_factory_monitor_end_to_end(tiny_engine, clip, tmp_path):
     events, frames = tmp_path / "log" / "events.jsonl", tmp_path / "frames"
     done = run_demo(
@@ -182,7 +176,6 @@ def test_factory_monitor_end_to_end(tiny_engine, clip, tmp_path):
     )  # appended
 
 
-@needs_sources
 def test_robot_voice_command_end_to_end(tiny_engine, speech_clip):
     done = run_demo(
         "robot_voice_command.py", "--engine", tiny_engine, "--source", speech_clip, "--fast",
@@ -209,8 +202,6 @@ def test_robot_voice_command_end_to_end(tiny_engine, speech_clip):
     ],
 )
 def test_a_bad_input_is_one_error_line_and_status_2(demo, args, says, tiny_engine, clip):
-    if "--engine" in args:
-        pytest.importorskip("vinci_edge.live.sources", reason="vinci_edge.live.sources is not merged yet")
     done = run_demo(demo, "--engine", tiny_engine, "--source", clip, *args)
     assert done.returncode == 2 and done.stdout == ""
     errors = [line for line in done.stderr.splitlines() if ": error: " in line or ": hint: " in line]
