@@ -433,8 +433,10 @@ def test_stdin_questions_asks_each_line_and_prints_the_answers_as_they_stream():
     session, out = Answering(), io.StringIO()
     quiet = StdinQuestions(session, stdin=io.StringIO("asked, not printed\n"))  # the live command prints
     assert quiet.join(timeout=5) and session.asked.pop()["question"] == "asked, not printed"
-    reader = StdinQuestions(session, stdin=io.StringIO("door open?\n\n   \n refuse me \n"), out=out)
-    assert reader.join(timeout=5)
+    asked: list = []
+    lines_in = io.StringIO("door open?\n\n   \n refuse me \n")
+    reader = StdinQuestions(session, stdin=lines_in, out=out, on_asked=asked.append)
+    assert reader.join(timeout=5) and asked == reader.futures and len(asked) == 2
     assert session.asked == [
         {"question": "door open?", "origin": "cli"},
         {"question": "refuse me", "origin": "cli"},

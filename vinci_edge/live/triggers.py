@@ -197,8 +197,9 @@ class StdinQuestions:
 
     The first time is when the question was read, the second when its first words came, both on
     the stream clock. Without `out` nothing is printed: a program that prints every session event
-    (the live command's printer) shows them already. The reader stops at end of input or `stop()`;
-    answers to questions already asked still come.
+    (the live command's printer) shows them already. `on_asked(future)` is called for each question
+    (e.g. an alert log's `watch`). The reader stops at end of input or `stop()`; answers to questions
+    already asked still come.
     """
 
     def __init__(
@@ -208,8 +209,10 @@ class StdinQuestions:
         out: TextIO | None = None,
         gen: Any = None,
         origin: str = "cli",
+        on_asked: Callable[[Future], None] | None = None,
     ) -> None:
         self.futures: list[Future] = []
+        self.on_asked = on_asked
         self._session = session
         self._stdin = stdin if stdin is not None else sys.stdin
         self._out = out
@@ -249,6 +252,8 @@ class StdinQuestions:
         future = self._session.submit(question, gen=self._gen, on_text=on_text, origin=self._origin)
         future.add_done_callback(lambda f: self._done(f, started))
         self.futures.append(future)
+        if self.on_asked is not None:
+            self.on_asked(future)
 
     def _done(self, future: Future, started: threading.Event) -> None:
         error = future.exception()
