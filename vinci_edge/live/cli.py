@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import threading
 from pathlib import Path
@@ -41,13 +40,10 @@ def source_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
-def alert_rule(text: str):
-    from vinci_edge.live.alerts import parse_rule
+def _alert_rule(text: str):
+    from vinci_edge.live.alerts import alert_rule
 
-    try:
-        return parse_rule(text)
-    except (PromptError, ValueError, re.error) as exc:
-        raise argparse.ArgumentTypeError(str(getattr(exc, "message", exc))) from None
+    return alert_rule(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ask", action="append", default=[], help="a question asked once media is in, repeatable")
     p.add_argument(
-        "--alert", action="append", type=alert_rule, default=[], help="NAME=REGEX alert rule, repeatable"
+        "--alert", action="append", type=_alert_rule, default=[], help="NAME=REGEX alert rule, repeatable"
     )
     p.add_argument(
         "--events", type=Path, default=None, help="append every answer and alert to this JSONL file"
@@ -154,20 +150,23 @@ def cmd_live(args: argparse.Namespace) -> int:
         conversation=args.conversation,
         system_prompt=args.system_prompt,
     )
-    alerts = _alert_log(args)  # checks --events / --frames-dir before anything is loaded
+    _check_outputs(args)
     _say(f"loading the engine {args.engine}")
     session = LiveSession(Pipeline.from_engine(args.engine, threads=args.threads), options)
     printer = _Printer(args.json)
     session.subscribe(printer)
-    extras = _attach(args, session, alerts)
+    extras = _attach(args, session)
     session.start(sources)
     _say(f"reading {', '.join(s.name for s in sources)}" + ("" if args.fast else " (Ctrl-C stops)"))
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens)
     try:
         _run(args, session, gen)
+        for extra in extras:  # speech still going on when the stream ended is asked about now
+            if hasattr(extra, "finish"):
+                extra.finish()
     finally:
         session.stop()
-        for extra in extras:
+        for extra in reversed(extras):
             extra.stop()
         _say(_summary(session.stats()))
     return 0
@@ -181,35 +180,50 @@ def _microphone(device: str, open_source) -> list:
         return []
 
 
-def _alert_log(args: argparse.Namespace):
-    if not (args.alert or args.events or args.frames_dir):
-        return None
-    from vinci_edge.live.alerts import AlertLog
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--events and --frames-dir are checked before anything is loaded."""
+    if args.events or args.frames_dir:
+        from vinci_edge.live.alerts import check_outputs
 
-    return lambda session: AlertLog(session, args.alert, args.events, args.frames_dir)
+        check_outputs(args.events, args.frames_dir)
 
 
-def _attach(args: argparse.Namespace, session, alerts) -> list:
-    """Triggers, the alert log and the web console, each with a `stop()`."""
+def _attach(args: argparse.Namespace, session) -> list:
+    """The alert log, the triggers and the web console, each with a `stop()` (in that order)."""
     from vinci_edge.generation import GenerationConfig
 
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens)
     extras: list[Any] = []
-    if alerts is not None:
-        extras.append(alerts(session))
+    watch = None
+    if args.alert or args.events or args.frames_dir:
+        from vinci_edge.live.alerts import AlertLog
+
+        log = AlertLog(session, args.alert, args.events, args.frames_dir)
+        extras.append(log)
+        watch = log.watch  # an alert saves the frame its answer was about
     if args.every is not None:
         from vinci_edge.live.triggers import PeriodicTrigger
 
-        extras.append(PeriodicTrigger(session, args.every, args.question, gen=gen))
+        extras.append(PeriodicTrigger(session, args.every, args.question, gen=gen, on_asked=watch))
     if args.vad:
         from vinci_edge.live.triggers import SpeechTrigger
-        from vinci_edge.live.vad import SileroVAD
+        from vinci_edge.live.vad import SileroVAD, SpeechDetector
 
-        extras.append(SpeechTrigger(session, SileroVAD(), question_for=lambda t0, t1: args.speech_question))
+        # half a second of silence ends a command ("front, center" is one, not two)
+        detector = SpeechDetector(SileroVAD(), min_silence_ms=500)
+        extras.append(
+            SpeechTrigger(
+                session,
+                detector,
+                question_for=lambda t0, t1: args.speech_question,
+                gen=gen,
+                on_asked=None if watch is None else (lambda _segment, future: watch(future)),
+            )
+        )
     if sys.stdin is not None and sys.stdin.isatty():
         from vinci_edge.live.triggers import StdinQuestions
 
-        extras.append(StdinQuestions(session))
+        extras.append(StdinQuestions(session, gen=gen, on_asked=watch))
     if args.web:
         from vinci_edge.live.web.server import WebConsole
 
@@ -217,7 +231,7 @@ def _attach(args: argparse.Namespace, session, alerts) -> list:
         console.start()
         _say(f"web console at {console.url}")
         extras.append(console)
-    return [e for e in extras if hasattr(e, "stop")]
+    return extras
 
 
 def _run(args: argparse.Namespace, session, gen) -> None:
@@ -264,7 +278,8 @@ class _Printer:
             print(flush=True)  # a question asked while another is answered starts its own line
             self.open_answer = None
         if kind == "question":
-            print(f"{t} Q{e['qid']} ({e['origin']}) {e['question']}", flush=True)
+            media = f", media to {e['media_until']:.1f} s" if "media_until" in e else ""
+            print(f"{t} Q{e['qid']} ({e['origin']}{media}) {e['question']}", flush=True)
         elif kind == "text":
             if self.open_answer != e["qid"]:
                 print(f"{t} A{e['qid']} ", end="", flush=True)

@@ -336,7 +336,14 @@ class LiveSession:
         )
         q.future.qid = q.qid  # type: ignore[attr-defined]  # callers match it with the events
         self.publish(
-            {"type": "question", "t": q.asked_at, "qid": q.qid, "question": question, "origin": origin}
+            {
+                "type": "question",
+                "t": q.asked_at,
+                "qid": q.qid,
+                "question": question,
+                "origin": origin,
+                "media_until": self.media_until,
+            }
         )
         with self._cond:
             self.counters["questions"] += 1
@@ -435,8 +442,9 @@ class LiveSession:
     def _next_action(self) -> Callable[[], None] | str | None:
         """What the worker does next (called with the lock held): a question that can be answered,
         a segment that is complete, a queued frame or audio block, or nothing yet."""
-        if self._questions and self._answerable(self._questions[0]):
-            q = self._questions.popleft()
+        q = next((q for q in self._questions if self._answerable(q)), None)
+        if q is not None:  # the oldest that can be answered: one waiting for `until` holds no other
+            self._questions.remove(q)
             return lambda: self._answer_or_refuse(q)
         ready = self._ready_segment()
         if ready is not None:
