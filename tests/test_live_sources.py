@@ -330,6 +330,7 @@ def test_rtsp_listen_takes_a_pusher_then_the_next_one(clip):
             assert sink.kinds()[0] == NOTICE  # what the pusher sends; listening is no loss
             assert LOST not in sink.kinds()
         assert sink.wait_for(lambda: LOST in sink.kinds(), timeout=10)
+        assert (LOST, "the sender stopped; listening again") in sink.notices
         frames_before = len(sink.frames)
         time.sleep(0.3)
         with ffmpeg(*push):
@@ -351,8 +352,8 @@ def test_stream_that_never_answers_gives_up_after_max_retries():
         with running(source, sink, clock):
             assert sink.wait_for(lambda: ENDED in sink.kinds(), timeout=10)
     assert sink.notices == [
-        (LOST, "no data came in time; reconnecting"),
-        (ENDED, "gave up after 3 failed tries (no data came in time)"),
+        (LOST, "no answer within 0.3 s; reconnecting"),
+        (ENDED, "gave up after 3 failed tries (no answer within 0.3 s)"),
     ]
 
 
@@ -386,6 +387,17 @@ def test_stream_url_errors():
     if not protocol_available("srt"):  # PyAV's wheels are built without libsrt
         with pytest.raises(PromptError, match="cannot open srt:// URLs"):
             StreamSource("srt://127.0.0.1:9000")
+
+
+def test_listening_where_another_program_listens_is_refused():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(PromptError) as caught:
+            StreamSource(f"rtsp://127.0.0.1:{port}/live", listen=True)
+    assert caught.value.message.startswith(f"cannot listen on 127.0.0.1:{port} (")
+    assert "pick another port" in caught.value.hint
 
 
 def test_names_hide_passwords():
