@@ -342,6 +342,26 @@ def test_rtsp_listen_takes_a_pusher_then_the_next_one(clip):
     assert_monotonic(sink.blocks)
 
 
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("url", "push"),
+    [
+        ("http://127.0.0.1:{port}/live.ts", ("-f", "mpegts", "-method", "POST")),
+        ("tcp://127.0.0.1:{port}", ("-f", "mpegts")),
+        ("rtmp://127.0.0.1:{port}/live/cam", ("-f", "flv")),
+    ],
+)
+def test_other_protocols_listen_for_a_pusher(clip, url, push):
+    url = url.format(port=free_port())
+    clock, sink = StreamClock(), Recorder()
+    with running(StreamSource(url, listen=True), sink, clock):
+        time.sleep(0.3)
+        with ffmpeg("-re", "-i", str(clip), "-c", "copy", *push, url):
+            assert sink.wait_for(lambda: len(sink.frames) >= 5 and len(sink.blocks) >= 2, timeout=20)
+    assert sink.notices[0][1].startswith("receiving video (h264 160x120), audio (aac")
+    assert sink.notices[-1] == (ENDED, "stopped")
+
+
 def test_stream_that_never_answers_gives_up_after_max_retries():
     with socket.socket() as silent:  # accepts connections and never says a word
         silent.bind(("127.0.0.1", 0))

@@ -35,6 +35,7 @@ class SourceState:
     described: str = ""
     has_video: bool | None = None  # None until a connection says
     has_audio: bool | None = None
+    damage: _Damage = field(default_factory=_Damage)  # packets that failed to decode, all connections
 
 
 @dataclass
@@ -65,7 +66,6 @@ class AvConnection:
         self.stop = stop
         self.state = state
         self.block_samples = block_samples
-        self.damage = _Damage()
         self._container: av.container.InputContainer | None = None
 
     def __enter__(self) -> Iterator[Item]:
@@ -96,9 +96,9 @@ class AvConnection:
                     return
                 if not packet.size:
                     continue
-                for frame in _decode_packet(packet.stream, packet, self.damage):
+                for frame in _decode_packet(packet.stream, packet, self.state.damage):
                     if isinstance(frame, av.VideoFrame):
-                        yield self._frame(frame, arrival)
+                        yield self._frame(frame, packet.stream.time_base, arrival)
                     else:
                         yield from self._audio(blocks, resampler.push(frame), arrival)
         except (av.FFmpegError, OSError) as exc:
@@ -113,8 +113,9 @@ class AvConnection:
             return f"no data for {self.opening.timeout[1]:g} s"
         return describe_error(exc)
 
-    def _frame(self, frame: av.VideoFrame, arrival: float) -> Frame:
-        t = self.state.video.at(frame.time, arrival)
+    def _frame(self, frame: av.VideoFrame, time_base: Any, arrival: float) -> Frame:
+        media = None if frame.pts is None or not time_base else float(frame.pts * time_base)
+        t = self.state.video.at(media, arrival)
         return Frame(t, partial(frame.to_ndarray, format="rgb24"))
 
     def _audio(self, blocks: AudioBlocks, samples: Any, arrival: float) -> Iterator[Audio]:

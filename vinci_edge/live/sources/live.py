@@ -165,7 +165,8 @@ class LiveRunner:
                 put(Notice(LOST, f"{why}; {self.again}"))
                 lost = True
             if self.retry.max_retries is not None and failures > self.retry.max_retries:
-                put(End(f"gave up after {failures} failed tries ({why})"))
+                tries = "try" if failures == 1 else "tries"
+                put(End(f"gave up after {failures} failed {tries} ({why})"))
                 return
             if not session.flowed:
                 stop.wait(next(delays))

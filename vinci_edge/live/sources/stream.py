@@ -64,10 +64,10 @@ class StreamSource:
         self._state = SourceState()
         if listen:
             _check_port_free(url)
-            runner_text = {"again": "listening again", "ended": "the sender stopped"}
-        else:
-            runner_text = {}
-        self._runner = LiveRunner(self.name, self._connect, retry or Retry(), **runner_text)
+        again, ended = (
+            ("listening again", "the sender stopped") if listen else ("reconnecting", "the stream ended")
+        )
+        self._runner = LiveRunner(self.name, self._connect, retry or Retry(), again=again, ended=ended)
 
     def run(self, clock: StreamClock, sink: Sink, stop: threading.Event) -> None:
         self._runner.run(clock, sink, stop)
@@ -82,24 +82,32 @@ class StreamSource:
         """Delivers audio: True until a connection shows a stream without audio."""
         return self._state.has_audio is not False
 
+    @property
+    def damaged_packets(self) -> int:
+        """Packets that failed to decode and were skipped (joining between keyframes gives some)."""
+        return self._state.damage.packets
+
     def _connect(self, clock: StreamClock, stop: threading.Event) -> AvConnection:
         return AvConnection(self._opening, clock, stop, self._state, self._block_samples)
 
 
 def _options(scheme: str, listen: bool, io_timeout: float) -> dict[str, str]:
-    """FFmpeg options: bounded socket waits, RTSP over TCP, the server side when listening, and a
-    short probe (0.5 s instead of 5): what FFmpeg reads to learn the streams comes out in one burst
-    when the open returns, all stamped at that moment, so the less of it the better."""
+    """FFmpeg options: bounded socket waits, RTSP over TCP, the server side when listening (each
+    protocol spells its one-second wait for a sender its own way), and a short probe (0.5 s instead
+    of 5): what FFmpeg reads to learn the streams comes out in one burst when the open returns, all
+    stamped at that moment, so the less of it the better."""
     microseconds = str(round(io_timeout * 1e6))
-    probe = {"analyzeduration": "500000"}
+    options = {"analyzeduration": "500000"}
     if scheme in _RTSP:
-        options = probe | {"timeout": microseconds}
-        if listen:
-            return options | {"rtsp_flags": "listen", "listen_timeout": "1"}  # seconds
-        return options | {"rtsp_transport": "tcp"}
-    options = probe | {"rw_timeout": microseconds}
+        options["timeout"] = microseconds  # RTSP's socket timeout (rw_timeout is not its option)
+        if not listen:
+            return options | {"rtsp_transport": "tcp"}
+        return options | {"rtsp_flags": "listen", "listen_timeout": "1"}  # seconds
+    options["rw_timeout"] = microseconds
+    if listen and scheme == "rtmp":
+        return options | {"listen": "1", "timeout": "1"}  # seconds
     if listen:
-        options |= {"listen": "1", "listen_timeout": "1000"}  # milliseconds
+        return options | {"listen": "1", "listen_timeout": "1000"}  # milliseconds (http, tcp)
     return options
 
 
