@@ -55,7 +55,7 @@ class CameraSource:
         retry = retry or Retry()
         if isinstance(device, str) and device.startswith(GST_PREFIX):
             pipeline = device[len(GST_PREFIX) :].strip()
-            self.name = f"camera {device}"
+            self.name = "GStreamer camera"
             self._runner = LiveRunner(self.name, _gstreamer(pipeline), retry, ended="the pipeline ended")
             return
         path = device_path(device)

@@ -1,7 +1,8 @@
 """A media file played as if it were live: its frames and its sound, at their media times.
 
 Times are the file's presentation times in seconds from its start (the container's start time, where
-its first packet is). Video frames are at their own timestamps; audio blocks follow one another
+its first packet is). Video frames are at their timestamps (FFmpeg's best-effort pick between pts
+and dts, never going back); audio blocks follow one another
 exactly (a block's time is the track's first sample time plus the samples before it over the rate),
 so the blocks concatenated are the track that `vinci_edge.media.decode.decode_audio` decodes.
 Played fast, the same file gives the same frames, times and samples every time.
