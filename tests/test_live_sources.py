@@ -330,6 +330,7 @@ def test_rtsp_listen_takes_a_pusher_then_the_next_one(clip):
             assert sink.kinds()[0] == NOTICE  # what the pusher sends; listening is no loss
             assert LOST not in sink.kinds()
         assert sink.wait_for(lambda: LOST in sink.kinds(), timeout=10)
+        assert (LOST, "the sender stopped; listening again") in sink.notices
         frames_before = len(sink.frames)
         time.sleep(0.3)
         with ffmpeg(*push):
@@ -339,6 +340,26 @@ def test_rtsp_listen_takes_a_pusher_then_the_next_one(clip):
     assert sink.blocks  # the AAC track comes through too
     assert_monotonic(sink.frames)
     assert_monotonic(sink.blocks)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("url", "push"),
+    [
+        ("http://127.0.0.1:{port}/live.ts", ("-f", "mpegts", "-method", "POST")),
+        ("tcp://127.0.0.1:{port}", ("-f", "mpegts")),
+        ("rtmp://127.0.0.1:{port}/live/cam", ("-f", "flv")),
+    ],
+)
+def test_other_protocols_listen_for_a_pusher(clip, url, push):
+    url = url.format(port=free_port())
+    clock, sink = StreamClock(), Recorder()
+    with running(StreamSource(url, listen=True), sink, clock):
+        time.sleep(0.3)
+        with ffmpeg("-re", "-i", str(clip), "-c", "copy", *push, url):
+            assert sink.wait_for(lambda: len(sink.frames) >= 5 and len(sink.blocks) >= 2, timeout=20)
+    assert sink.notices[0][1].startswith("receiving video (h264 160x120), audio (aac")
+    assert sink.notices[-1] == (ENDED, "stopped")
 
 
 def test_stream_that_never_answers_gives_up_after_max_retries():
@@ -351,8 +372,8 @@ def test_stream_that_never_answers_gives_up_after_max_retries():
         with running(source, sink, clock):
             assert sink.wait_for(lambda: ENDED in sink.kinds(), timeout=10)
     assert sink.notices == [
-        (LOST, "no data came in time; reconnecting"),
-        (ENDED, "gave up after 3 failed tries (no data came in time)"),
+        (LOST, "no answer within 0.3 s; reconnecting"),
+        (ENDED, "gave up after 3 failed tries (no answer within 0.3 s)"),
     ]
 
 
@@ -386,6 +407,17 @@ def test_stream_url_errors():
     if not protocol_available("srt"):  # PyAV's wheels are built without libsrt
         with pytest.raises(PromptError, match="cannot open srt:// URLs"):
             StreamSource("srt://127.0.0.1:9000")
+
+
+def test_listening_where_another_program_listens_is_refused():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(PromptError) as caught:
+            StreamSource(f"rtsp://127.0.0.1:{port}/live", listen=True)
+    assert caught.value.message.startswith(f"cannot listen on 127.0.0.1:{port} (")
+    assert "pick another port" in caught.value.hint
 
 
 def test_names_hide_passwords():

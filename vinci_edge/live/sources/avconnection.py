@@ -9,6 +9,7 @@ counted: a live stream joined between keyframes starts with a few of those.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,6 +35,7 @@ class SourceState:
     described: str = ""
     has_video: bool | None = None  # None until a connection says
     has_audio: bool | None = None
+    damage: _Damage = field(default_factory=_Damage)  # packets that failed to decode, all connections
 
 
 @dataclass
@@ -64,7 +66,6 @@ class AvConnection:
         self.stop = stop
         self.state = state
         self.block_samples = block_samples
-        self.damage = _Damage()
         self._container: av.container.InputContainer | None = None
 
     def __enter__(self) -> Iterator[Item]:
@@ -73,6 +74,7 @@ class AvConnection:
         audio = list(self._container.streams.audio[:1])
         streams = [s for s in video + audio if s.codec_context is not None]
         if not streams:
+            self._container.close()  # __exit__ is not called when __enter__ raises
             raise ConnectionFailed("the stream holds no audio or video FFmpeg can decode")
         self.state.video.restart()
         self.state.audio.restart()
@@ -94,20 +96,26 @@ class AvConnection:
                     return
                 if not packet.size:
                     continue
-                for frame in _decode_packet(packet.stream, packet, self.damage):
+                for frame in _decode_packet(packet.stream, packet, self.state.damage):
                     if isinstance(frame, av.VideoFrame):
-                        yield self._frame(frame, arrival)
+                        yield self._frame(frame, packet.stream.time_base, arrival)
                     else:
                         yield from self._audio(blocks, resampler.push(frame), arrival)
         except (av.FFmpegError, OSError) as exc:
-            failure = ConnectionFailed(describe_error(exc))
+            failure = ConnectionFailed(self._read_error(exc))
         yield from self._audio(blocks, resampler.flush(), arrival)
         yield from self._audio(blocks, None, arrival)
         if failure is not None:
             raise failure
 
-    def _frame(self, frame: av.VideoFrame, arrival: float) -> Frame:
-        t = self.state.video.at(frame.time, arrival)
+    def _read_error(self, exc: BaseException) -> str:
+        if isinstance(exc, av.ExitError):  # PyAV's read timeout interrupted FFmpeg
+            return f"no data for {self.opening.timeout[1]:g} s"
+        return describe_error(exc)
+
+    def _frame(self, frame: av.VideoFrame, time_base: Any, arrival: float) -> Frame:
+        media = None if frame.pts is None or not time_base else float(frame.pts * time_base)
+        t = self.state.video.at(media, arrival)
         return Frame(t, partial(frame.to_ndarray, format="rgb24"))
 
     def _audio(self, blocks: AudioBlocks, samples: Any, arrival: float) -> Iterator[Audio]:
@@ -135,6 +143,7 @@ class AvConnection:
 
 
 def _open(opening: Opening) -> av.container.InputContainer:
+    began = time.monotonic()
     try:
         return av.open(opening.url, format=opening.format, options=opening.options, timeout=opening.timeout)
     except av.ProtocolNotFoundError as exc:
@@ -142,13 +151,16 @@ def _open(opening: Opening) -> av.container.InputContainer:
     except (av.FFmpegError, OSError) as exc:
         if opening.listening and isinstance(exc, TimeoutError):
             raise NobodyYet() from exc
+        limit = opening.timeout[0]
+        if limit is not None and time.monotonic() - began >= limit:
+            # PyAV interrupted the open; FFmpeg then reports whatever the protocol made of it
+            # (RTSP: "invalid data"), so say what happened instead
+            raise ConnectionFailed(f"no answer within {limit:g} s") from exc
         raise ConnectionFailed(describe_error(exc)) from exc
 
 
 def describe_error(exc: BaseException) -> str:
     """An FFmpeg or OS error in a few words, without the URL (which may hold a password)."""
-    if isinstance(exc, av.ExitError):
-        return "no data came in time"
     text = getattr(exc, "strerror", None) or str(exc)
     return text[:1].lower() + text[1:]
 

@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from vinci_edge.errors import PromptError
-from vinci_edge.live.packets import StreamClock
+from vinci_edge.live.packets import Sink, StreamClock
 from vinci_edge.live.sources.audio import SAMPLE_RATE
 from vinci_edge.live.sources.avconnection import AvConnection, Opening, SourceState, describe_error
 from vinci_edge.live.sources.live import ConnectionFailed, Frame, Item, LiveRunner, Retry
@@ -55,8 +55,8 @@ class CameraSource:
         retry = retry or Retry()
         if isinstance(device, str) and device.startswith(GST_PREFIX):
             pipeline = device[len(GST_PREFIX) :].strip()
-            self.name = f"camera {device}"
-            self._runner = LiveRunner(self.name, _gstreamer(pipeline), retry)
+            self.name = "GStreamer camera"
+            self._runner = LiveRunner(self.name, _gstreamer(pipeline), retry, ended="the pipeline ended")
             return
         path = device_path(device)
         self.name = f"camera {path}"
@@ -71,10 +71,13 @@ class CameraSource:
         _check_v4l2(opening)
         state = SourceState()
         self._runner = LiveRunner(
-            self.name, lambda clock, stop: AvConnection(opening, clock, stop, state, SAMPLE_RATE), retry
+            self.name,
+            lambda clock, stop: AvConnection(opening, clock, stop, state, SAMPLE_RATE),
+            retry,
+            ended="the camera stopped",
         )
 
-    def run(self, clock: StreamClock, sink, stop: threading.Event) -> None:
+    def run(self, clock: StreamClock, sink: Sink, stop: threading.Event) -> None:
         self._runner.run(clock, sink, stop)
 
 

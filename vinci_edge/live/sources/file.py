@@ -1,7 +1,8 @@
 """A media file played as if it were live: its frames and its sound, at their media times.
 
 Times are the file's presentation times in seconds from its start (the container's start time, where
-its first packet is). Video frames are at their own timestamps; audio blocks follow one another
+its first packet is). Video frames are at their timestamps (FFmpeg's best-effort pick between pts
+and dts, never going back); audio blocks follow one another
 exactly (a block's time is the track's first sample time plus the samples before it over the rate),
 so the blocks concatenated are the track that `vinci_edge.media.decode.decode_audio` decodes.
 Played fast, the same file gives the same frames, times and samples every time.
@@ -75,17 +76,24 @@ class FileSource:
             sink.notice(self.name, NOTICE, "no audio track: video only")
         if not self.video:
             sink.notice(self.name, NOTICE, "no video track: audio only")
-        start = clock.now() if self.realtime else 0.0
-        finished = True
-        while finished:
-            played = self._play(start, clock, sink, stop)
-            finished = played is not None
-            if not (finished and self.loop and played > 0):
-                break
-            start += played  # the next pass follows this one
+        why = self._play_passes(clock, sink, stop)
         for notice in self._damage_notices():
             sink.notice(self.name, NOTICE, notice)
-        sink.notice(self.name, ENDED, "the file played to its end" if finished else "stopped")
+        sink.notice(self.name, ENDED, why)
+
+    def _play_passes(self, clock: StreamClock, sink: Sink, stop: threading.Event) -> str:
+        """Play the file once, or again and again when looping; why it ended."""
+        start = clock.now() if self.realtime else 0.0
+        while True:
+            try:
+                played = self._play(start, clock, sink, stop)
+            except (av.FFmpegError, OSError) as exc:  # demuxers read around damage; this is worse
+                return f"reading the file failed ({exc.strerror or exc})"
+            if played is None:
+                return "stopped"
+            if not (self.loop and played > 0):
+                return "the file played to its end"
+            start += played  # the next pass follows this one
 
     def _play(self, start: float, clock: StreamClock, sink: Sink, stop: threading.Event) -> float | None:
         """One pass through the file, its times shifted by `start`: how long it lasted (media

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import numpy as np
 from vinci_edge.live.packets import ENDED, LOST, RECONNECTED, Sink, StreamClock
 
 POLL_SECONDS = 0.1  # how often the delivering thread looks at `stop`
+MIN_LISTEN_SECONDS = 0.2  # a wait for a sender that ends sooner is followed by a pause this long
 QUEUE_ITEMS = 64  # items read ahead of the sink; the worker waits when the sink falls this far behind
 
 
@@ -93,10 +95,21 @@ Connect = Callable[[StreamClock, threading.Event], AbstractContextManager[Iterat
 class LiveRunner:
     """Delivers what `connect` reads, reconnecting, until `stop` (see the module docstring)."""
 
-    def __init__(self, name: str, connect: Connect, retry: Retry) -> None:
+    def __init__(
+        self,
+        name: str,
+        connect: Connect,
+        retry: Retry,
+        again: str = "reconnecting",
+        ended: str = "the stream ended",
+    ) -> None:
+        """The LOST notice says `ended` when the media ended without an error, then `again`: what
+        the source does next."""
         self.name = name
         self.connect = connect
         self.retry = retry
+        self.again = again
+        self.ended = ended
 
     def run(self, clock: StreamClock, sink: Sink, stop: threading.Event) -> None:
         items: queue.Queue[Item | End] = queue.Queue(maxsize=QUEUE_ITEMS)
@@ -132,9 +145,12 @@ class LiveRunner:
         lost = False
         while not stop.is_set():
             session = _Session(lost)
+            began = time.monotonic()
             try:
                 why = self._read(clock, stop, session, put)
             except NobodyYet:
+                if time.monotonic() - began < MIN_LISTEN_SECONDS:  # never spin on a wait that fails at once
+                    stop.wait(MIN_LISTEN_SECONDS)
                 continue
             except GiveUp as exc:
                 put(End(str(exc)))
@@ -146,10 +162,11 @@ class LiveRunner:
             failures += 1
             lost = lost and not session.flowed
             if not lost:
-                put(Notice(LOST, f"{why}; reconnecting"))
+                put(Notice(LOST, f"{why}; {self.again}"))
                 lost = True
             if self.retry.max_retries is not None and failures > self.retry.max_retries:
-                put(End(f"gave up after {failures} failed tries ({why})"))
+                tries = "try" if failures == 1 else "tries"
+                put(End(f"gave up after {failures} failed {tries} ({why})"))
                 return
             if not session.flowed:
                 stop.wait(next(delays))
@@ -168,7 +185,7 @@ class LiveRunner:
                         break
         except ConnectionFailed as exc:
             return str(exc)
-        return "the stream ended"
+        return self.ended
 
 
 @dataclass

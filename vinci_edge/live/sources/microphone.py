@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vinci_edge.errors import PromptError
-from vinci_edge.live.packets import StreamClock
+from vinci_edge.live.packets import Sink, StreamClock
 from vinci_edge.live.sources.audio import SAMPLE_RATE, AudioBlocks, MonoResampler, frame_from_samples
 from vinci_edge.live.sources.live import Audio, ConnectionFailed, Item, LiveRunner, Retry
 from vinci_edge.live.sources.timeline import LiveTimeline
@@ -51,7 +51,7 @@ class MicrophoneSource:
         self._timeline = LiveTimeline()
         self._runner = LiveRunner(self.name, self._connect, retry or Retry())
 
-    def run(self, clock: StreamClock, sink, stop: threading.Event) -> None:
+    def run(self, clock: StreamClock, sink: Sink, stop: threading.Event) -> None:
         self._runner.run(clock, sink, stop)
 
     def _connect(self, clock: StreamClock, stop: threading.Event) -> _MicConnection:

@@ -13,13 +13,14 @@ which the source listens again.
 
 from __future__ import annotations
 
+import socket
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
 import av
 
 from vinci_edge.errors import PromptError
-from vinci_edge.live.packets import StreamClock
+from vinci_edge.live.packets import Sink, StreamClock
 from vinci_edge.live.sources.audio import BLOCK_SECONDS, SAMPLE_RATE
 from vinci_edge.live.sources.avconnection import AvConnection, Opening, SourceState
 from vinci_edge.live.sources.live import LiveRunner, Retry
@@ -61,9 +62,14 @@ class StreamSource:
         )
         self._block_samples = max(1, round(block_seconds * SAMPLE_RATE))
         self._state = SourceState()
-        self._runner = LiveRunner(self.name, self._connect, retry or Retry())
+        if listen:
+            _check_port_free(url)
+        again, ended = (
+            ("listening again", "the sender stopped") if listen else ("reconnecting", "the stream ended")
+        )
+        self._runner = LiveRunner(self.name, self._connect, retry or Retry(), again=again, ended=ended)
 
-    def run(self, clock: StreamClock, sink, stop: threading.Event) -> None:
+    def run(self, clock: StreamClock, sink: Sink, stop: threading.Event) -> None:
         self._runner.run(clock, sink, stop)
 
     @property
@@ -76,21 +82,32 @@ class StreamSource:
         """Delivers audio: True until a connection shows a stream without audio."""
         return self._state.has_audio is not False
 
+    @property
+    def damaged_packets(self) -> int:
+        """Packets that failed to decode and were skipped (joining between keyframes gives some)."""
+        return self._state.damage.packets
+
     def _connect(self, clock: StreamClock, stop: threading.Event) -> AvConnection:
         return AvConnection(self._opening, clock, stop, self._state, self._block_samples)
 
 
 def _options(scheme: str, listen: bool, io_timeout: float) -> dict[str, str]:
-    """FFmpeg options: bounded socket waits, RTSP over TCP, and the server side when listening."""
+    """FFmpeg options: bounded socket waits, RTSP over TCP, the server side when listening (each
+    protocol spells its one-second wait for a sender its own way), and a short probe (0.5 s instead
+    of 5): what FFmpeg reads to learn the streams comes out in one burst when the open returns, all
+    stamped at that moment, so the less of it the better."""
     microseconds = str(round(io_timeout * 1e6))
+    options = {"analyzeduration": "500000"}
     if scheme in _RTSP:
-        options = {"timeout": microseconds}
-        if listen:
-            return options | {"rtsp_flags": "listen", "listen_timeout": "1"}  # seconds
-        return options | {"rtsp_transport": "tcp"}
-    options = {"rw_timeout": microseconds}
+        options["timeout"] = microseconds  # RTSP's socket timeout (rw_timeout is not its option)
+        if not listen:
+            return options | {"rtsp_transport": "tcp"}
+        return options | {"rtsp_flags": "listen", "listen_timeout": "1"}  # seconds
+    options["rw_timeout"] = microseconds
+    if listen and scheme == "rtmp":
+        return options | {"listen": "1", "timeout": "1"}  # seconds
     if listen:
-        options |= {"listen": "1", "listen_timeout": "1000"}  # milliseconds
+        return options | {"listen": "1", "listen_timeout": "1000"}  # milliseconds (http, tcp)
     return options
 
 
@@ -114,6 +131,26 @@ def _check_url(url: str, listen: bool) -> str:
             "udp://127.0.0.1:5000`, and read udp://127.0.0.1:5000",
         )
     return scheme
+
+
+_DEFAULT_PORTS = {"rtsp": 554, "http": 80, "tcp": 0, "rtmp": 1935}
+
+
+def _check_port_free(url: str) -> None:
+    """Refuse to listen where another program already does (FFmpeg would fail on every try)."""
+    parts = urlsplit(url)
+    port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+    with socket.socket(socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as FFmpeg's listening socket
+        try:
+            probe.bind((parts.hostname or "0.0.0.0", port))
+        except OSError as exc:
+            raise PromptError(
+                f"cannot listen on {parts.hostname or '0.0.0.0'}:{port} ({exc.strerror or exc})",
+                hint="another program listens there, or the address is not this machine's: "
+                "pick another port, or 0.0.0.0 for every interface"
+                + ("; ports below 1024 need root" if 0 < port < 1024 else ""),
+            ) from None
 
 
 def protocol_available(scheme: str) -> bool:
