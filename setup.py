@@ -57,11 +57,12 @@ EXTRAS = {
     ],
     # The peers of benchmarks/bench_peers.py (not needed by vinci-edge itself).
     "bench": ["optimum>=2.1,<2.2", "optimum-onnx>=0.1,<0.2", "xllamacpp"],
-    # The live path's optional parts: a microphone (PortAudio through sounddevice) and V4L2 /
-    # GStreamer cameras (OpenCV). Voice activity detection uses the ONNX model inside `silero-vad`,
-    # installed with --no-deps (its own dependencies are torch and torchaudio, which it is not run with).
-    "live": ["sounddevice>=0.4"],
-    "camera": ["opencv-python-headless>=4.8"],
+    # The live path's microphone (PortAudio through sounddevice; Debian: libportaudio2). Cameras need
+    # nothing more: V4L2 is read through PyAV; `gst:` pipelines need an OpenCV built with GStreamer
+    # (JetPack's or Debian's python3-opencv, not pip's wheel). Voice activity detection uses the ONNX
+    # model inside `silero-vad`, installed with --no-deps (its dependencies, torch and torchaudio, are
+    # for its own wrapper, which is not used).
+    "live": ["sounddevice>=0.5"],
     "dev": ["pytest>=8", "ruff>=0.6", "import-linter>=2.1", "selenium>=4.20"],
 }
 

@@ -14,9 +14,10 @@ TORCH_VERSION=2.13.0
 TORCH_CPU_INDEX=${TORCH_CPU_INDEX-https://download.pytorch.org/whl/cpu}
 # Debian packages some tests use; optional: tests that need them skip, saying why, when absent.
 # Sample media (real clips with audio, a damaged packet, a video without audio, speech WAVs), the
-# FFmpeg command line (it serves and pushes the live tests' HTTP / RTSP streams) and a browser with
+# FFmpeg command line (it serves and pushes the live tests' HTTP / RTSP streams), PortAudio (the
+# microphone's library; no sound card is needed for the tests) and a browser with
 # its WebDriver (the web console's end-to-end test; nothing is downloaded at run time).
-DEBIAN_MEDIA=(forensics-samples-files opencv-doc alsa-utils ffmpeg chromium chromium-driver)
+DEBIAN_MEDIA=(forensics-samples-files opencv-doc alsa-utils ffmpeg libportaudio2 chromium chromium-driver)
 VENV_PY=.venv/bin/python
 PIP=("$VENV_PY" -m pip install -q --disable-pip-version-check)
 

@@ -101,6 +101,7 @@ def test_setup_media_list_is_the_one_the_tests_use():
         "opencv-doc",
         "alsa-utils",
         "ffmpeg",
+        "libportaudio2",
         "chromium",
         "chromium-driver",
     ]
