@@ -91,6 +91,13 @@ def test_every_readme_command_parses_as_written(tmp_path, monkeypatch):
         for i, word in enumerate(argv[:-1]):
             if word == "--prompt-file":
                 Path(argv[i + 1]).write_text("What happens in this clip?\n", encoding="utf-8")
+            if (
+                word == "--source"
+                and argv[i + 1].startswith("/usr/share/")
+                and not Path(argv[i + 1]).exists()
+            ):
+                argv[i + 1] = str(tmp_path / "clip.mp4")  # a Debian sample setup.sh installs: absent here
+                Path(argv[i + 1]).touch()
         build_parser().parse_args(argv)
 
 

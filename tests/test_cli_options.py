@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -46,6 +47,10 @@ def _numeric_options() -> list[tuple[str, argparse.Action]]:
 NUMERIC = _numeric_options()
 
 
+# Required options whose value is checked to exist where it is parsed (`vinci-edge live --source`).
+MUST_EXIST = {"source"}
+
+
 def _required_args(command: str, folder: Path) -> list[str]:
     """Values for the required options of `command`: a choice, or a path inside `folder` that does
     not exist (so a command that ran anyway would fail, not write)."""
@@ -54,6 +59,10 @@ def _required_args(command: str, folder: Path) -> list[str]:
     for action in sub._actions:
         if action.required and action.option_strings:
             value = action.choices[0] if action.choices else folder / action.dest
+            if action.dest in MUST_EXIST:  # an empty file beside `folder`: it parses, nothing plays it
+                value = folder.parent / f"{folder.name}-inputs" / action.dest
+                value.parent.mkdir(parents=True, exist_ok=True)
+                value.touch()
             argv += [action.option_strings[-1], str(value)]
     for group in sub._mutually_exclusive_groups:  # one of them required: --prompt / --prompt-file
         if group.required:
@@ -134,8 +143,10 @@ def test_the_ends_of_each_range_are_accepted(command, action, tmp_path):
     t, option = action.type, action.option_strings[-1]
     if isinstance(t, opt.IntChoice):
         ends = list(t.values)
+    elif isinstance(t, opt.FloatRange) and t.open_minimum:
+        ends = [t.maximum if t.maximum is not None else math.nextafter(t.minimum, math.inf)]
     elif isinstance(t, opt.FloatRange):
-        ends = [t.maximum if t.open_minimum else t.minimum]
+        ends = [t.minimum]
     else:
         ends = [t.minimum] if t.maximum is None else [t.minimum, t.maximum]
     for value in ends:

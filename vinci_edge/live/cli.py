@@ -94,26 +94,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system-prompt", default=None, help="system prompt (default: the chat template's)")
     p.add_argument("--max-new-tokens", type=opt.positive_int, default=64, help="answer length (default 64)")
     p.add_argument(
-        "--every", type=positive_float, default=None, help="ask --question every N seconds of stream"
+        "--every",
+        type=positive_float,
+        default=None,
+        help="ask --question every N seconds of stream (default: no periodic question)",
     )
     p.add_argument(
         "--question",
         default="What is happening right now?",
         help="the periodic question (default: 'What is happening right now?')",
     )
-    p.add_argument("--ask", action="append", default=[], help="a question asked once media is in, repeatable")
     p.add_argument(
-        "--alert", action="append", type=_alert_rule, default=[], help="NAME=REGEX alert rule, repeatable"
+        "--ask",
+        action="append",
+        default=[],
+        help="a question asked once the media is in, repeatable (default: none)",
     )
     p.add_argument(
-        "--events", type=Path, default=None, help="append every answer and alert to this JSONL file"
+        "--alert",
+        action="append",
+        type=_alert_rule,
+        default=[],
+        help="NAME=REGEX alert rule, repeatable (default: none)",
     )
-    p.add_argument("--frames-dir", type=Path, default=None, help="save the frame of each alert here (JPEG)")
+    p.add_argument(
+        "--events",
+        type=Path,
+        default=None,
+        help="append every answer and alert to this JSONL file (default: no log)",
+    )
+    p.add_argument(
+        "--frames-dir",
+        type=Path,
+        default=None,
+        help="save the frame of each alert here as JPEG (default: not saved)",
+    )
     p.add_argument("--vad", action="store_true", help="answer spoken commands: a question when speech ends")
     p.add_argument(
         "--speech-question",
         default="What did the person just ask for? Answer briefly.",
-        help="the question asked when speech ends (with --vad)",
+        help="the question asked when speech ends, with --vad (default: %(default)r)",
     )
     p.add_argument("--web", action="store_true", help="serve the web console")
     p.add_argument(
@@ -122,7 +142,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--port", type=opt.IntRange(0, 65535), default=8080, help="web console port (default 8080)"
     )
-    p.add_argument("--duration", type=positive_float, default=None, help="stop after N seconds of stream")
+    p.add_argument(
+        "--duration",
+        type=positive_float,
+        default=None,
+        help="stop after N seconds of stream (default: when the source ends, or Ctrl-C)",
+    )
     p.add_argument(
         "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (default 0: all)"
     )
