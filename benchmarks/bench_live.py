@@ -101,9 +101,8 @@ def bench_audio(engine: Path, media: Path) -> dict:
 
 # ---- a session over a looped clip -----------------------------------------------------------------
 def session_over(engine: Path, media: Path, realtime: bool, **options):
-    from vinci_edge.live.sources import FileSource
-
     from vinci_edge.live.session import LiveOptions, LiveSession
+    from vinci_edge.live.sources import FileSource
     from vinci_edge.runtime.pipeline import Pipeline
 
     session = LiveSession(
@@ -115,40 +114,137 @@ def session_over(engine: Path, media: Path, realtime: bool, **options):
     return session, events
 
 
+class Until:
+    """A source played up to stream time `seconds`, then ended (the session then holds exactly that
+    much media and its worker is idle: the question's own latency is what is timed)."""
+
+    def __init__(self, source, seconds: float) -> None:
+        self.source, self.seconds = source, seconds
+        self.name, self.video, self.audio, self.realtime = source.name, source.video, source.audio, False
+
+    def run(self, clock, sink, stop) -> None:
+        cut = threading.Event()  # set at `seconds`, or when the session stops the source
+        threading.Thread(target=lambda: (stop.wait(), cut.set()), daemon=True).start()
+        self.source.run(clock, _Cut(sink, self.seconds, cut), cut)
+
+
+class _Cut:
+    """The sink of `Until`: media before `seconds` passes, the first packet after it ends the play."""
+
+    def __init__(self, sink, seconds: float, cut: threading.Event) -> None:
+        self.sink, self.seconds, self.cut = sink, seconds, cut
+
+    def want_frame(self, t: float) -> bool:
+        if t >= self.seconds:
+            self.cut.set()
+            return False
+        return self.sink.want_frame(t)
+
+    def frame(self, t: float, rgb) -> None:
+        self.sink.frame(t, rgb)
+
+    def audio(self, t: float, samples) -> None:
+        if t >= self.seconds:
+            self.cut.set()
+        else:
+            self.sink.audio(t, samples[: round((self.seconds - t) * 16000)])
+
+    def notice(self, *args) -> None:
+        self.sink.notice(*args)
+
+
+def drained_session(engine: Path, media: Path, seconds: float, **options):
+    """A session that has taken in `seconds` of the looped clip and nothing more."""
+    from vinci_edge.live.session import LiveOptions, LiveSession
+    from vinci_edge.live.sources import FileSource
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    options = LiveOptions(max_new_tokens=GEN.max_new_tokens, **options)
+    session = LiveSession(Pipeline.from_engine(engine), options)
+    session.start([Until(FileSource(media, realtime=False, loop=True), seconds)])
+    if not session.join(timeout=1800):
+        raise SystemExit(f"{seconds} s of stream were not taken in within 30 minutes")
+    return session
+
+
+def question_ttft(session, asks: int = 5) -> tuple[float, object]:
+    session.ask(QUESTION, gen=GEN, timeout=120)  # warm: the first answer allocates
+    answers = [session.ask(QUESTION, gen=GEN, timeout=120) for _ in range(asks)]
+    return statistics.median(a.ttft_s for a in answers), answers[-1]
+
+
 def bench_ttft(engine: Path, media: Path, runs: int) -> dict:
+    """TTFT with an idle worker after 5 s and 60 s of stream (full window, and a window of 2048
+    positions), and the offline answer of the same 60 s; round-robin over `runs`."""
     from vinci_edge.runtime.pipeline import Pipeline
 
     offline = Pipeline.from_engine(engine, cache_chunks=0)
-    rows: dict[str, list[float]] = {"live_5s": [], "live_60s": [], "offline_60s": []}
-    positions = {}
+    rows: dict[str, list[float]] = {
+        "live_5s": [],
+        "live_60s": [],
+        "live_60s_window2048": [],
+        "offline_60s": [],
+    }
+    positions: dict[str, int] = {}
+    same = None
     for run in range(runs):
-        session, _ = session_over(engine, media, realtime=False, keep_inputs=True)
-        try:
-            for at in (5.0, 60.0):
-                session.wait_until(at, timeout=900)
-                session.ask(QUESTION, gen=GEN, timeout=120)  # warm (first answer creates buffers)
-                a = session.ask(QUESTION, gen=GEN, timeout=120)
-                rows[f"live_{at:g}s"].append(a.ttft_s)
-                positions[f"live_{at:g}s"] = a.answer.prompt_tokens
-                if at == 60.0:
-                    prompt = offline.prompts.from_chunks(
-                        session.window_chunks() + [session.question_chunk(QUESTION)]
-                    )
+        for key, seconds, options in (
+            ("live_5s", 5.0, {}),
+            ("live_60s", 60.0, {"keep_inputs": True}),
+            ("live_60s_window2048", 60.0, {"window": 2048}),
+        ):
+            session = drained_session(engine, media, seconds, **options)
+            try:
+                ttft, a = question_ttft(session)
+                rows[key].append(ttft)
+                positions[key] = a.answer.prompt_tokens
+                if key == "live_60s":
+                    chunks = session.window_chunks() + [session.question_chunk(QUESTION)]
+                    prompt = offline.prompts.from_chunks(chunks)
                     b = offline.answer(prompt, GEN)
                     rows["offline_60s"].append(b.metrics.time_to_first_token)
                     positions["offline_60s"] = len(prompt.plan)
                     same = a.token_ids == b.token_ids
-        finally:
-            session.stop()
+            finally:
+                session.stop()
+        last = {k: v[-1] for k, v in rows.items()}
         say(
-            f"run {run + 1}: TTFT at 5 s {rows['live_5s'][-1]:.3f} s, at 60 s {rows['live_60s'][-1]:.3f} s, "
-            f"offline 60 s {rows['offline_60s'][-1]:.2f} s (same tokens: {same})"
+            f"run {run + 1}: TTFT after 5 s {last['live_5s']:.3f} s, after 60 s {last['live_60s']:.3f} s "
+            f"(window 2048: {last['live_60s_window2048']:.3f} s), offline 60 s {last['offline_60s']:.2f} s "
+            f"(same tokens: {same})"
         )
-    out = {k: spread(v) for k, v in rows.items()}
+    out: dict = {k: spread(v) for k, v in rows.items()}
     out["positions"] = positions
     out["ratio_60s_vs_5s"] = out["live_60s"]["median"] / out["live_5s"]["median"]
+    out["ratio_60s_window2048_vs_5s"] = out["live_60s_window2048"]["median"] / out["live_5s"]["median"]
     out["speedup_vs_offline"] = out["offline_60s"]["median"] / out["live_60s"]["median"]
     out["same_tokens_as_offline"] = same
+    out["append_cost"] = append_cost(engine)
+    return out
+
+
+def append_cost(engine: Path) -> dict:
+    """Why TTFT grows with the stream: a 15-token question appended after N cached positions."""
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    pipe = Pipeline.from_engine(engine)
+    d, width = pipe.decoder, pipe.text_table.shape[1]
+    rng = np.random.default_rng(0)
+    out = {}
+    for prefix in (256, 1024, 2048, 4096):
+        d.reset()
+        d.append(rng.standard_normal((prefix, width)).astype(np.float32) * 0.02)
+        times = []
+        for _ in range(5):
+            d.rewind(prefix)
+            t = time.perf_counter()
+            d.append(rng.standard_normal((15, width)).astype(np.float32) * 0.02)
+            times.append(time.perf_counter() - t)
+        out[str(prefix)] = statistics.median(times)
+    say(
+        "a 15-token question after N cached positions: "
+        + ", ".join(f"{k}: {v * 1e3:.0f} ms" for k, v in out.items())
+    )
     return out
 
 
@@ -268,15 +364,18 @@ def write_report(result: dict) -> None:
     if "ttft" in result:
         t = result["ttft"]
         lines.append("\n## Time to first token (median, min-max)\n")
-        for k in ("live_5s", "live_60s", "offline_60s"):
+        for k in ("live_5s", "live_60s", "live_60s_window2048", "offline_60s"):
             lines.append(
                 f"- {k}: {t[k]['median']:.3f} s ({t[k]['min']:.3f}-{t[k]['max']:.3f}), "
                 f"{t['positions'][k]} positions"
             )
         lines.append(
             f"- 60 s / 5 s: {t['ratio_60s_vs_5s']:.2f}x; "
-            f"offline / live at 60 s: {t['speedup_vs_offline']:.1f}x"
+            f"offline / live at 60 s: {t['speedup_vs_offline']:.1f}x; "
+            f"60 s with a 2048-position window / 5 s: {t['ratio_60s_window2048_vs_5s']:.2f}x"
         )
+        costs = ", ".join(f"{k}: {v * 1e3:.0f} ms" for k, v in t["append_cost"].items())
+        lines.append(f"- a 15-token question appended after N cached positions: {costs}")
     if "evict" in result:
         e = result["evict"]
         if e["seconds"]:

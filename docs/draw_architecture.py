@@ -88,7 +88,7 @@ STEPS = [
 # The import-linter layers, top to bottom (pyproject.toml).
 LAYERS = [
     (["cli"], "#d9d9d9"),
-    (["quantization | profiling"], "#e0d4ee"),
+    (["quantization | profiling | live"], "#e0d4ee"),
     (["export"], "#f3d9c4"),
     (["model (torch reference) | runtime (torch-free)"], "#cfe3f5"),
     (["request | generation"], "#d6eedb"),
@@ -103,13 +103,13 @@ LAYERS = [
 
 SEAMS = [
     (
-        "Live streams",
+        "Live streams (live/)",
         "#e8f1fb",
         [
-            "append chunks in time order: a VideoChunk /",
-            "AudioChunk per segment, its positions = plan.positions(i)",
-            "EncodedCache: a chunk already seen runs no encoder",
-            "OrtDecoder.append / rewind: keep the media prefix",
+            "sources -> bounded inbox -> one worker: each frame encoded",
+            "as it comes; a segment = VideoChunk, AudioChunk (TEG)",
+            "stitched + OrtDecoder.append; questions appended, rewound",
+            "window: oldest segments out, kept ones re-prefilled",
         ],
     ),
     (

@@ -30,19 +30,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from vinci_edge import metrics as m
 from vinci_edge import stages as st
-from vinci_edge.errors import PromptError, VinciEdgeError
+from vinci_edge.errors import PromptError
 from vinci_edge.generation import Answer, GenerationConfig, generate
 from vinci_edge.kinds import MEDIA_KINDS, Kind
 from vinci_edge.live import packets
+from vinci_edge.live.answers import AfterPrefix, LiveAnswer, LiveOptions, Question, QuestionRefused
+from vinci_edge.live.inbox import Inbox, SourceSink
 from vinci_edge.live.packets import Source, StreamClock
-from vinci_edge.live.segments import AudioBuffer, FrameSampler, OpenSegment, StaticFilter, segment_index
+from vinci_edge.live.segments import AudioBuffer, OpenSegment, StaticFilter, segment_index
 from vinci_edge.live.window import Entry, Window
 from vinci_edge.media import preprocess_frames
 from vinci_edge.plan import layout
@@ -52,117 +54,10 @@ from vinci_edge.request.modality import Context
 from vinci_edge.runtime.pipeline import Pipeline
 from vinci_edge.timeline import VideoTimeline
 
+__all__ = ["LiveAnswer", "LiveOptions", "LiveSession", "QuestionRefused"]
+
 # Positions kept free for a question's text beyond its answer's max_new_tokens.
 QUESTION_RESERVE = 96
-
-
-class QuestionRefused(VinciEdgeError):
-    """A question the session will not answer; the message says why."""
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    fps: float = 1.0  # frames sampled per second of stream
-    chunk_seconds: float = 2.0  # one segment: its frames, then its audio (a TEG group)
-    static_threshold: float | None = None  # skip frames this close to the last encoded one (0..1)
-    max_queued_frames: int = 8  # sampled frames waiting for the vision stage; more are dropped
-    max_queued_audio_seconds: float = 10.0  # audio waiting for the worker; more is dropped
-    max_queued_questions: int = 8  # questions waiting for an answer; more are refused
-    window: int | None = None  # positions the cache holds before a question (default: context - reserve)
-    keep_fraction: float = 0.5  # an eviction keeps this fraction of the window's media
-    max_new_tokens: int = 64  # default answer length
-    conversation: bool = False  # keep each question and answer in the cache
-    system_prompt: str | None = None
-    keep_inputs: bool = False  # keep frames' pixels and audio's log-mel in the chunks (parity, tests)
-    late_seconds: float = 1.0  # a real-time segment closes this long after its end, late stream or not
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.fps > 0, "fps must be above 0"),
-            (self.chunk_seconds > 0, "chunk_seconds must be above 0"),
-            (
-                self.static_threshold is None or 0 <= self.static_threshold <= 1,
-                "static_threshold must be in 0..1",
-            ),
-            (self.max_queued_frames >= 1, "max_queued_frames must be at least 1"),
-            (self.max_queued_audio_seconds > 0, "max_queued_audio_seconds must be above 0"),
-            (self.max_queued_questions >= 1, "max_queued_questions must be at least 1"),
-            (self.window is None or self.window >= 16, "window must be at least 16 positions"),
-            (0 < self.keep_fraction < 1, "keep_fraction must be in (0, 1)"),
-            (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
-            (self.late_seconds >= 0, "late_seconds must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-
-@dataclass
-class LiveAnswer:
-    qid: int
-    question: str
-    origin: str
-    asked_at: float  # stream time the question was submitted
-    media_until: float  # stream time up to which media was in the cache
-    answer: Answer
-    ttft_s: float  # from submit to the first token (queueing included)
-    total_s: float
-    frame: tuple[float, np.ndarray] | None = None  # the newest frame in the cache, (time, rgb)
-
-    @property
-    def text(self) -> str:
-        return self.answer.text
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self.answer.token_ids
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "qid": self.qid,
-            "question": self.question,
-            "origin": self.origin,
-            "asked_at": self.asked_at,
-            "media_until": self.media_until,
-            "text": self.text,
-            "token_ids": self.token_ids,
-            "ttft_s": self.ttft_s,
-            "total_s": self.total_s,
-            "frame_t": self.frame[0] if self.frame else None,
-            "timings": self.answer.metrics.summary(),
-            "prompt_tokens": self.answer.prompt_tokens,
-            "stop_reason": self.answer.stop_reason,
-        }
-
-
-@dataclass
-class _Question:
-    qid: int
-    question: str
-    gen: GenerationConfig
-    until: float | None
-    on_text: Callable[[str], None] | None
-    origin: str
-    asked_at: float
-    submitted_ns: int
-    future: Future = field(default_factory=Future)
-
-
-class _Appending:
-    """The decoder seen by the shared decode loop: its 'prefill' appends after the cached prefix."""
-
-    def __init__(self, decoder: Any, prefix: int) -> None:
-        self.decoder = decoder
-        self.prefix = prefix
-        self.provider = decoder.provider
-        self.context = decoder.context
-
-    def prefill(self, embeds: np.ndarray) -> np.ndarray:
-        self.decoder.rewind(self.prefix)
-        return self.decoder.append(embeds)
-
-    def step(self, token: int) -> np.ndarray:
-        return self.decoder.step(token)
 
 
 class LiveSession:
@@ -180,64 +75,63 @@ class LiveSession:
         self.tokenizer = pipeline.tokenizer
         self.ctx = Context(pipeline.engine.encoders_fingerprint)
         self.stream_id = f"live:{id(self):x}:{time.time_ns()}"
-        head, _ = pipeline.prompts.turn_parts("?", self.opts.system_prompt)
         self.sep = TextChunk(tuple(self.tokenizer.encode("\n")))
         self.turn_break = pipeline.prompts.turn_break()
-        reserve = QUESTION_RESERVE + self.opts.max_new_tokens
-        limit = self.opts.window if self.opts.window is not None else self.decoder.context - reserve
-        if limit > self.decoder.context or limit - len(head.ids) < 4 * self._segment_estimate():
-            raise PromptError(
-                f"a window of {limit} positions (decoder context {self.decoder.context}) is too small for "
-                f"segments of about {self._segment_estimate()} positions",
-                hint="lower --fps or --chunk-seconds, or use an engine exported with a larger --max-context",
-            )
-        self.window = Window(head, limit, self.opts.keep_fraction)
+        self.window = self._window()
 
         self._cond = threading.Condition()
-        self._frames: deque[tuple[float, np.ndarray]] = deque()
-        self._audio: deque[tuple[float, np.ndarray]] = deque()
-        self._audio_queued = 0.0  # seconds
-        self._questions: deque[_Question] = deque()
+        self._stopping = threading.Event()  # sources stop
+        self.inbox = Inbox(
+            self._cond,
+            self.opts.fps,
+            self.cfg.audio_sampling_rate,
+            self.opts.max_queued_frames,
+            self.opts.max_queued_audio_seconds,
+            self._stopping,
+            self._notify_source,
+        )
+        self._questions: deque[Question] = deque()
         self._qids = itertools.count(1)
-        self._sampler = FrameSampler(self.opts.fps)
         self._static = StaticFilter(self.opts.static_threshold)
         self._buffer = AudioBuffer(self.cfg.audio_sampling_rate)
         self._open: dict[int, OpenSegment] = {}
-        self._next = None  # index of the next segment to append
-        self._seen = {Kind.VIDEO: -1.0, Kind.AUDIO: -1.0}  # latest stream time delivered per stream
-        self._streams: dict[Kind, str] = {}  # stream -> the source that delivers it
-        self._ended: set[str] = set()
+        self._next: int | None = None  # index of the next segment to append
+        self._closing = False  # a segment is being encoded and appended
         self._realtime = False
-        self._stopping = threading.Event()  # sources stop
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._worker: threading.Thread | None = None
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._taps: list[Callable[[float, np.ndarray], None]] = []
-        self._latest: tuple[float, np.ndarray] | None = None
-        self._inflight: float | None = None  # a frame being converted by its source, not yet queued
-        self._closing = False  # a segment is being encoded and appended
-        self._in_cache: tuple[float, np.ndarray] | None = None
+        self._in_cache: tuple[float, np.ndarray] | None = None  # the newest frame in the cache
         self.media_until = 0.0
-        self.counters = {
-            k: 0
-            for k in (
-                "frames_seen",
-                "frames_sampled",
+        self.counters = dict.fromkeys(
+            (
                 "frames_encoded",
                 "frames_static",
-                "frames_dropped",
                 "frames_late",
-                "audio_blocks",
-                "audio_blocks_dropped",
                 "segments",
                 "evictions",
                 "questions",
                 "answers",
                 "refused",
-            )
-        }
+            ),
+            0,
+        )
         self._reported_drops = (0, 0)
+
+    def _window(self) -> Window:
+        """The window over the decoder's cache, checked to hold a few segments."""
+        head, _ = self.pipe.prompts.turn_parts("?", self.opts.system_prompt)
+        reserve = QUESTION_RESERVE + self.opts.max_new_tokens
+        limit = self.opts.window if self.opts.window is not None else self.decoder.context - reserve
+        per_segment = self._segment_estimate()
+        if limit > self.decoder.context or limit - len(head.ids) < 4 * per_segment:
+            raise PromptError(
+                f"a window of {limit} positions (decoder context {self.decoder.context}) is too small for "
+                f"segments of about {per_segment} positions",
+                hint="lower --fps or --chunk-seconds, or use an engine exported with a larger --max-context",
+            )
+        return Window(head, limit, self.opts.keep_fraction)
 
     def _segment_estimate(self) -> int:
         """Positions one segment takes, roughly (for the window check)."""
@@ -250,16 +144,17 @@ class LiveSession:
         """Start reading `sources` (at most one that delivers video and one that delivers audio)."""
         if self._worker is not None:
             raise RuntimeError("the session is already started")
+        streams = self.inbox.streams
         for source in sources:
             for kind, has in ((Kind.VIDEO, source.video), (Kind.AUDIO, source.audio)):
-                if has and kind in self._streams:
+                if has and kind in streams:
                     raise PromptError(
-                        f"both {self._streams[kind]} and {source.name} deliver {kind.label}",
+                        f"both {streams[kind]} and {source.name} deliver {kind.label}",
                         hint="give one video source and at most one audio source",
                     )
                 if has:
-                    self._streams[kind] = source.name
-        if Kind.AUDIO in self._streams:
+                    streams[kind] = source.name
+        if Kind.AUDIO in streams:
             self.pipe.engine.require(st.AUDIO, "the live stream has audio")
         self._realtime = any(s.realtime for s in sources)
         self.decoder.reset()
@@ -272,7 +167,7 @@ class LiveSession:
             t.start()
 
     def _read(self, source: Source) -> None:
-        sink = _Sink(self, source)
+        sink = SourceSink(self.inbox, source)
         try:
             source.run(self.clock, sink, self._stopping)
         except Exception as exc:  # a source must not take the session down: it is a notice
@@ -300,20 +195,16 @@ class LiveSession:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every source has ended and all its media is in the cache."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._drained():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(0.1 if left is None else min(left, 0.1))
-        return True
+        return self._wait(self._drained, timeout)
 
     def wait_until(self, t: float, timeout: float | None = None) -> bool:
         """Wait until media up to stream time `t` is in the cache (or the stream ended before it)."""
+        return self._wait(lambda: self.media_until >= t or self._drained(), timeout)
+
+    def _wait(self, done: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self.media_until < t and not self._drained():
+            while not done():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -329,11 +220,9 @@ class LiveSession:
         on_text: Callable[[str], None] | None = None,
         origin: str = "api",
     ) -> Future:
-        """Queue a question; the future gives a `LiveAnswer` or raises `QuestionRefused`."""
+        """Queue a question; the future (with `.qid`) gives a `LiveAnswer` or raises `QuestionRefused`."""
         gen = gen or GenerationConfig(max_new_tokens=self.opts.max_new_tokens)
-        q = _Question(
-            next(self._qids), question, gen, until, on_text, origin, self.clock.now(), time.perf_counter_ns()
-        )
+        q = Question(next(self._qids), question, gen, until, on_text, origin, self.clock.now())
         q.future.qid = q.qid  # type: ignore[attr-defined]  # callers match it with the events
         self.publish(
             {
@@ -365,12 +254,10 @@ class LiveSession:
         """`submit` and wait for the answer."""
         return self.submit(question, **kwargs).result(timeout)
 
-    def _refuse(self, q: _Question, reason: str) -> None:
+    def _refuse(self, q: Question, reason: str) -> None:
         with self._cond:
             self.counters["refused"] += 1
-        self.publish(
-            {"type": "refused", "t": self.clock.now(), "qid": q.qid, "question": q.question, "reason": reason}
-        )
+        self.publish({"type": "refused", "qid": q.qid, "question": q.question, "reason": reason})
         if not q.future.done():
             q.future.set_exception(QuestionRefused(reason))
 
@@ -381,7 +268,7 @@ class LiveSession:
         for q in waiting:
             self._refuse(q, reason)
 
-    # ---- events --------------------------------------------------------------------------------
+    # ---- events and state ----------------------------------------------------------------------
     def subscribe(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn(event)` for every event; returns the function that unsubscribes it."""
         self._listeners.append(fn)
@@ -395,21 +282,21 @@ class LiveSession:
 
     def add_audio_tap(self, fn: Callable[[float, np.ndarray], None]) -> None:
         """Call `fn(t, samples)` for every audio block accepted (on the source's thread)."""
-        self._taps.append(fn)
+        self.inbox.taps.append(fn)
 
     def latest_frame(self) -> tuple[float, np.ndarray] | None:
-        return self._latest
+        """The newest frame sampled (it may not be in the cache yet)."""
+        return self.inbox.latest
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
             return {
+                **self.inbox.stats(),
                 **self.counters,
                 "window_positions": self.window.positions,
                 "window_limit": self.window.limit,
                 "window_from": self.window.t0,
                 "media_until": self.media_until,
-                "queued_frames": len(self._frames),
-                "queued_audio_seconds": round(self._audio_queued, 3),
                 "queued_questions": len(self._questions),
             }
 
@@ -434,7 +321,7 @@ class LiveSession:
                 return
             try:
                 action()
-            except Exception as exc:  # one bad frame or question must not end the session
+            except Exception as exc:  # one bad frame or segment must not end the session
                 self.publish({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
             with self._cond:
                 self._cond.notify_all()
@@ -450,23 +337,25 @@ class LiveSession:
         if ready is not None:
             self._closing = True  # until it is in the cache, the stream is not drained
             return lambda: self._close_segment(ready)
-        packet = self._pop_packet()
+        packet = self.inbox.pop()
         if packet is not None:
-            return packet
+            kind, t, data = packet
+            return (
+                (lambda: self._encode_frame(t, data))
+                if kind == Kind.VIDEO
+                else (lambda: self._add_audio(t, data))
+            )
         if self._closed and self._drained():
             return "exit"
         return None
 
-    def _answerable(self, q: _Question) -> bool:
+    def _answerable(self, q: Question) -> bool:
         return q.until is None or self.media_until >= q.until or self._drained() or self._closed
-
-    def _sources_done(self) -> bool:
-        return set(self._streams.values()) <= self._ended
 
     def _drained(self) -> bool:
         """Every source ended and all its media in the cache."""
-        queued = self._frames or self._audio or self._inflight is not None or self._closing
-        return self._sources_done() and not queued and not self._unappended()
+        box = self.inbox
+        return box.sources_done() and not (box.pending() or self._closing or self._unappended())
 
     def _unappended(self) -> bool:
         """Whether encoded frames or audio wait for their segment to be appended."""
@@ -475,42 +364,19 @@ class LiveSession:
         t0 = self._next * self.opts.chunk_seconds
         return bool(self._open) or (self._buffer.until is not None and self._buffer.until > t0)
 
-    def _watermark(self, kind: Kind) -> float:
-        """Stream time before which no more `kind` media will reach the worker."""
-        queue = self._frames if kind == Kind.VIDEO else self._audio
-        if queue:
-            return queue[0][0]
-        if kind == Kind.VIDEO and self._inflight is not None:
-            return self._inflight
-        if self._streams.get(kind) in self._ended:
-            return float("inf")
-        return self._seen[kind]
-
     def _ready_segment(self) -> int | None:
         """The next segment, once every stream has passed its end (or, for real-time sources, once
         it is `late_seconds` overdue: a stalled camera does not hold back the microphone)."""
         if self._next is None:
             return None
+        box = self.inbox
         t1 = (self._next + 1) * self.opts.chunk_seconds
-        if self._sources_done() and not (self._frames or self._audio or self._inflight is not None):
+        if box.sources_done() and not box.pending():
             return self._next if self._unappended() else None
-        if min(self._watermark(k) for k in self._streams) >= t1 - 1e-9:
+        if min(box.watermark(k) for k in box.streams) >= t1 - 1e-9:
             return self._next
         late = self._realtime and self.clock.now() >= t1 + self.opts.late_seconds
-        queued_before = any(q and q[0][0] < t1 for q in (self._frames, self._audio))
-        return self._next if late and not queued_before else None
-
-    def _pop_packet(self) -> Callable[[], None] | None:
-        """The older of the queued frame and audio block, as the work to do on it."""
-        if not self._frames and not self._audio:
-            return None
-        take_frame = self._frames and (not self._audio or self._frames[0][0] <= self._audio[0][0])
-        if take_frame:
-            t, rgb = self._frames.popleft()
-            return lambda: self._encode_frame(t, rgb)
-        t, samples = self._audio.popleft()
-        self._audio_queued -= samples.size / self.cfg.audio_sampling_rate
-        return lambda: self._add_audio(t, samples)
+        return self._next if late and not box.queued_before(t1) else None
 
     def _start_at(self, t: float) -> None:
         if self._next is None:
@@ -564,7 +430,7 @@ class LiveSession:
         t0, t1 = index * L, (index + 1) * L
         with self._cond:
             seg = self._open.pop(index, None) or OpenSegment(index, t0, t1)
-            samples = self._buffer.take(t0, t1) if Kind.AUDIO in self._streams else None
+            samples = self._buffer.take(t0, t1) if Kind.AUDIO in self.inbox.streams else None
             self._next = index + 1
         metrics = m.Metrics()
         chunks, banks = self._segment_chunks(seg, samples, metrics)
@@ -599,7 +465,7 @@ class LiveSession:
     def _media_end(self, seg: OpenSegment, samples: np.ndarray | None) -> float:
         """Where a segment's media ends: its end, unless the stream ended inside it."""
         with self._cond:
-            if not self._sources_done():
+            if not self.inbox.sources_done():
                 return seg.t1
         ends = [seg.frame_times[-1]] if seg.frame_times else []
         if samples is not None:
@@ -672,7 +538,8 @@ class LiveSession:
         return self.pipe.stitch(plan, empty, m.Metrics())
 
     # ---- a question -> its answer ---------------------------------------------------------------
-    def _answer_or_refuse(self, q: _Question) -> None:
+    # ---- a question -> its answer ---------------------------------------------------------------
+    def _answer_or_refuse(self, q: Question) -> None:
         prefix = self.decoder.length
         try:
             self._answer(q)
@@ -680,7 +547,7 @@ class LiveSession:
             self.decoder.rewind(min(prefix, self.decoder.length))
             self._refuse(q, f"answering failed: {type(exc).__name__}: {exc}")
 
-    def _answer(self, q: _Question) -> None:
+    def _answer(self, q: Question) -> None:
         metrics = m.Metrics(origin_ns=q.submitted_ns)
         tail = self.question_chunk(q.question)
         max_new = q.gen.max_new_tokens
@@ -704,7 +571,7 @@ class LiveSession:
             if q.on_text is not None:
                 q.on_text(piece)
 
-        run = generate(_Appending(self.decoder, prefix), self._embed([tail]), q.gen, self.tokenizer, metrics)
+        run = generate(AfterPrefix(self.decoder, prefix), self._embed([tail]), q.gen, self.tokenizer, metrics)
         try:
             while True:
                 on_text(next(run))
@@ -747,78 +614,8 @@ class LiveSession:
         self.publish({"type": "source", "source": source, "kind": kind, "message": message})
 
     def _report_drops(self) -> None:
-        now = (self.counters["frames_dropped"], self.counters["audio_blocks_dropped"])
+        c = self.inbox.counters
+        now = (c["frames_dropped"], c["audio_blocks_dropped"])
         if now != self._reported_drops:
             self._reported_drops = now
             self.publish({"type": "dropped", "frames": now[0], "audio_blocks": now[1]})
-
-
-class _Sink:
-    """Where one source delivers: frames sampled at `fps` and queued, audio queued, notices
-    published. A real-time source's packet that does not fit its queue is dropped and counted; a
-    file played as fast as possible waits for room."""
-
-    def __init__(self, session: LiveSession, source: Source) -> None:
-        self.s = session
-        self.source = source
-
-    def want_frame(self, t: float) -> bool:
-        s = self.s
-        with s._cond:
-            s.counters["frames_seen"] += 1
-            s._seen[Kind.VIDEO] = max(s._seen[Kind.VIDEO], t)
-            wanted = s._sampler.wants(t)
-            s._inflight = t if wanted else None  # the previous frame's conversion was abandoned
-            s._cond.notify_all()
-            return wanted
-
-    def frame(self, t: float, rgb: np.ndarray) -> None:
-        s = self.s
-        with s._cond:
-            s._inflight = None
-            if not s._sampler.wants(t):
-                return
-            s._sampler.take(t)
-            s.counters["frames_sampled"] += 1
-            s._latest = (t, rgb)
-            if not self._room(lambda: len(s._frames) < s.opts.max_queued_frames):
-                s.counters["frames_dropped"] += 1
-                return
-            s._frames.append((t, rgb))
-            s._cond.notify_all()
-
-    def audio(self, t: float, samples: np.ndarray) -> None:
-        s = self.s
-        seconds = samples.size / s.cfg.audio_sampling_rate
-        for tap in list(s._taps):
-            with contextlib.suppress(Exception):
-                tap(t, samples)
-        with s._cond:
-            s.counters["audio_blocks"] += 1
-            s._seen[Kind.AUDIO] = max(s._seen[Kind.AUDIO], t + seconds)
-            if not self._room(lambda: s._audio_queued + seconds <= s.opts.max_queued_audio_seconds):
-                s.counters["audio_blocks_dropped"] += 1
-                return
-            s._audio.append((t, np.asarray(samples, np.float32)))
-            s._audio_queued += seconds
-            s._cond.notify_all()
-
-    def _room(self, has_room: Callable[[], bool]) -> bool:
-        """Whether a packet fits (lock held); a file played fast waits for it."""
-        if self.source.realtime:
-            return has_room()
-        while not has_room():
-            if self.s._stopping.is_set():
-                return False
-            self.s._cond.wait(0.1)
-        return True
-
-    def notice(self, source: str, kind: str, message: str) -> None:
-        s = self.s
-        with s._cond:
-            if kind == packets.ENDED:
-                if source in s._ended:
-                    return
-                s._ended.add(source)
-            s._cond.notify_all()
-        s._notify_source(source, kind, message)
