@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stream_helpers import ffmpeg, free_port, needs_ffmpeg, serve_http
 
 from vinci_edge.errors import PromptError
 from vinci_edge.live.packets import ENDED, LOST, NOTICE, RECONNECTED, StreamClock, stamp
@@ -37,10 +36,6 @@ from vinci_edge.media.decode import decode_audio
 from vinci_edge.media.synth import make_test_clip, make_test_wav, read_frame_number
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
-FFMPEG = shutil.which("ffmpeg")
-needs_ffmpeg = pytest.mark.skipif(
-    FFMPEG is None, reason="the ffmpeg command is not installed (apt-get install ffmpeg)"
-)
 
 
 class Recorder:
@@ -256,30 +251,6 @@ def _write(path: Path, data: bytes) -> Path:
 
 # --------------------------------------------------------------------------------------------------
 # Network streams, served and pushed by the ffmpeg command
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def ffmpeg(*args: str) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen(
-        [FFMPEG, "-hide_banner", "-loglevel", "error", *args], stdin=subprocess.DEVNULL
-    )
-    try:
-        yield process
-    finally:
-        process.kill()
-        process.wait(timeout=5)
-
-
-def serve_http(clip: Path, url: str):
-    return ffmpeg(
-        "-re", "-stream_loop", "-1", "-i", str(clip), "-c", "copy", "-f", "mpegts", "-listen", "1", url
-    )
 
 
 def count_kind(sink: Recorder, kind: str) -> int:
