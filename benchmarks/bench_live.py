@@ -413,13 +413,15 @@ def write_report(result: dict) -> None:
             )
         if i["soak"]:
             s = i["soak"]
-            lines.append(
-                f"- soak {s['seconds']:g} s at {s['fps']:g} fps (window {s['window']}): "
-                f"{s['frames_dropped']} of {s['frames_sampled']} frames and {s['audio_blocks_dropped']} audio "
-                f"blocks dropped, {s['evictions']} evictions, {s['answered']} of {s['questions']} questions "
-                f"answered; RSS {s['rss_mb'][0]:.0f} -> {max(s['rss_mb']):.0f} MB, "
-                f"{s['rss_growth_after_window_full_mb']} MB more once the window was full"
-            )
+            parts = [
+                f"- soak {s['seconds']:g} s at {s['fps']:g} fps (window {s['window']}):",
+                f"{s['frames_dropped']} of {s['frames_sampled']} frames and",
+                f"{s['audio_blocks_dropped']} audio blocks dropped, {s['evictions']} evictions,",
+                f"{s['answered']} of {s['questions']} questions answered;",
+                f"RSS {s['rss_mb'][0]:.0f} -> {max(s['rss_mb']):.0f} MB,",
+                f"{s['rss_growth_after_window_full_mb']} MB more once the window was full",
+            ]
+            lines.append(" ".join(parts))
             svg = line_chart(
                 [("segment cost (s)", s["segment_seconds"]), ("answer TTFT (s)", s["answer_ttft_s"])],
                 "segment / question over the stream's life",
