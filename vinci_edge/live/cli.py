@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--engine", required=True, type=Path, help="engine folder (from export or quantize)")
+    opt.add_provider_options(p)
     p.add_argument(
         "--source",
         required=True,
@@ -177,7 +178,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     )
     _check_outputs(args)
     _say(f"loading the engine {args.engine}")
-    session = LiveSession(Pipeline.from_engine(args.engine, threads=args.threads), options)
+    session = LiveSession(
+        Pipeline.from_engine(
+            args.engine, provider=args.provider, stage_providers=args.stage_provider, threads=args.threads
+        ),
+        options,
+    )
     printer = _Printer(args.json)
     session.subscribe(printer)
     extras = _attach(args, session)
