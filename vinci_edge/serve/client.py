@@ -303,8 +303,8 @@ class RemoteSession:
             )
         with self._cond:
             self._up = True
-            self._note_status(status)
             self._cond.notify_all()
+        self._note_status(status)
 
     def _lost(self, why: str) -> None:
         with self._cond:
@@ -390,8 +390,8 @@ class RemoteSession:
                 self.counters["frames_refused"] += 1
             end = t if kind == Kind.VIDEO else t + data.size / SAMPLE_RATE
             self.sent_until = max(self.sent_until, end)
-            self._note_status(status)
             self._cond.notify_all()
+        self._note_status(status)
         if not status.get("ok", False):
             self.publish(
                 {
@@ -433,17 +433,19 @@ class RemoteSession:
         stats = self.link.stats()
         with self._cond:
             self.server_stats = stats
-            self._note_status(stats.get("streams", {}).get(self.camera, {}))
-            self._cond.notify_all()
+        self._note_status(stats.get("streams", {}).get(self.camera, {}))
 
     def _note_status(self, status: dict[str, Any]) -> None:
-        """A status or the camera's stats (the lock held): publish a "segment" event when the
-        server's media_until moved (the periodic trigger asks on those)."""
+        """A status or the camera's stats: publish a "segment" event when the server's media_until
+        moved (the periodic trigger asks on those). Called without the lock: listeners may call
+        back into the session."""
         until = status.get("media_until")
-        if isinstance(until, int | float) and until > self.media_until:
+        with self._cond:
+            if not isinstance(until, int | float) or until <= self.media_until:
+                return
             t0, self.media_until = self.media_until, float(until)
             self._cond.notify_all()
-            self.publish({"type": "segment", "t0": t0, "t1": self.media_until, "remote": True})
+        self.publish({"type": "segment", "t0": t0, "t1": float(until), "remote": True})
 
     # ---- questions -------------------------------------------------------------------------------
     def submit(

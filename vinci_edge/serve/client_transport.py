@@ -1,5 +1,5 @@
 """The client's side of the serving protocol: Triton gRPC calls to the `media`, `ask` and `stats`
-models (see docs/serve.md), shaped by what the server says of each model.
+models (the protocol: vinci_edge/serve/server.py), shaped by what the server says of each model.
 
     link = ServerLink("127.0.0.1:8001", camera="dock-3")
     link.media("start", 0.0)                         # -> {"ok": true, ...}
