@@ -181,7 +181,7 @@ class RemoteSession:
         self._ended_sent = False
         self._in_flight = 0  # a packet popped from the inbox and not yet acknowledged
         self.media_until = 0.0
-        self.sent_until = -1.0  # the newest media time the server acknowledged
+        self.sent_until = 0.0  # where the media the server acknowledged end (stream time)
         self.server_stats: dict[str, Any] = {}
         self.counters = dict.fromkeys(
             (
@@ -441,11 +441,16 @@ class RemoteSession:
         back into the session."""
         until = status.get("media_until")
         with self._cond:
-            if not isinstance(until, int | float) or until <= self.media_until:
+            if not isinstance(until, int | float):
                 return
-            t0, self.media_until = self.media_until, float(until)
+            # The server names a segment's end; its media end where this side's did (a real-time
+            # session closes a segment late, past the last packet: the cache holds no more)
+            until = min(float(until), self.sent_until)
+            if until <= self.media_until:
+                return
+            t0, self.media_until = self.media_until, until
             self._cond.notify_all()
-        self.publish({"type": "segment", "t0": t0, "t1": float(until), "remote": True})
+        self.publish({"type": "segment", "t0": t0, "t1": until, "remote": True})
 
     # ---- questions -------------------------------------------------------------------------------
     def submit(

@@ -9,14 +9,16 @@ models (the protocol: vinci_edge/serve/server.py), shaped by what the server say
 
 The models' configurations are read once per connection: a model with `max_batch_size > 0` takes
 an explicit batch dimension of 1; a `media` model with a sequence batcher (a standalone Triton
-repository, `vinci_edge.serve.repository`) gets the camera as Triton's sequence id, with
-sequence_start on `start` and sequence_end on `end`. Every failure to reach the server is a
+repository, `vinci_edge.serve.repository`) gets the camera as Triton's sequence id (a number made
+from the camera id when its CORRID control is an integer), with sequence_start on `start` and
+sequence_end on `end`. Every failure to reach the server is a
 `ServerUnavailable` (one line, no traceback); a model's own refusal comes back as its status JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import queue
 import threading
@@ -43,16 +45,28 @@ class ModelShape:
     """What the client needs of one served model's configuration."""
 
     batched: bool  # max_batch_size > 0: inputs carry a leading batch dimension of 1
-    sequence: bool  # a sequence batcher: requests carry the camera as sequence id
+    sequence: bool  # a sequence batcher: requests carry the camera's sequence id
+    numeric_id: bool  # its CORRID control is an integer: the id is `sequence_number(camera)`
     decoupled: bool
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelShape:
+        controls = config.get("sequence_batching", {}).get("control_input", [])
+        kinds = [c for control in controls for c in control.get("control", [])]
+        corrid = next((c for c in kinds if c.get("kind") == "CONTROL_SEQUENCE_CORRID"), {})
         return cls(
             batched=int(config.get("max_batch_size", 0)) > 0,
             sequence="sequence_batching" in config,
+            numeric_id=corrid.get("data_type", "TYPE_STRING") != "TYPE_STRING",
             decoupled=bool(config.get("model_transaction_policy", {}).get("decoupled", False)),
         )
+
+
+def sequence_number(camera: str) -> int:
+    """A camera's sequence id as a non-zero 63-bit number (for a sequence batcher whose CORRID is
+    an integer): the same camera always gets the same one."""
+    digest = hashlib.sha256(camera.encode("utf-8")).digest()
+    return (int.from_bytes(digest[:8], "big") & (2**63 - 1)) or 1
 
 
 def grpc_url(url: str) -> str:
@@ -180,12 +194,14 @@ class ServerLink:
             tensors["frame"] = (np.ascontiguousarray(frame, np.uint8), "UINT8")
         if samples is not None:
             tensors["samples"] = (np.ascontiguousarray(samples, np.float32).reshape(-1), "FP32")
-        sequence = self._shapes[MEDIA].sequence
+        shape = self._shapes[MEDIA]
+        sequence = shape.sequence
+        sequence_id = (sequence_number(self.camera) if shape.numeric_id else self.camera) if sequence else 0
         try:
             result = client.infer(
                 MEDIA,
                 self._inputs(MEDIA, tensors),
-                sequence_id=self.camera if sequence else 0,
+                sequence_id=sequence_id,
                 sequence_start=sequence and kind == "start",
                 sequence_end=sequence and kind == "end",
                 client_timeout=MEDIA_TIMEOUT_S,
@@ -194,7 +210,30 @@ class ServerLink:
             if _refused_by_model(exc):
                 return {"ok": False, "reason": _one_line(exc)}
             raise ServerUnavailable(f"the server at {self.url} is unavailable: {_one_line(exc)}") from None
-        return _status(self._output_text(result, "status"))
+        status = _status(self._output_text(result, "status"))
+        if sequence and kind == "start" and not status.get("ok", False):
+            self._release(sequence_id, status)
+        return status
+
+    def _release(self, sequence_id: int | str, status: dict[str, Any]) -> None:
+        """A refused `start` still opened a sequence in Triton's batcher: end it at once, so the
+        slot is free for the next camera (not when the camera is already streaming: that
+        sequence is live)."""
+        if "already" in str(status.get("reason", "")):
+            return
+        tensors = {
+            "camera": (_bytes(self.camera), "BYTES"),
+            "kind": (_bytes("end"), "BYTES"),
+            "t": (np.array([0.0], np.float64), "FP64"),
+        }
+        with contextlib.suppress(Exception):  # best effort: the batcher frees it when idle anyway
+            self._media_client.infer(
+                MEDIA,
+                self._inputs(MEDIA, tensors),
+                sequence_id=sequence_id,
+                sequence_end=True,
+                client_timeout=CONNECT_TIMEOUT_S,
+            )
 
     def stats(self) -> dict[str, Any]:
         """The server's `stats` JSON."""
