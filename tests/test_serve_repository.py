@@ -241,3 +241,45 @@ def test_tritonserver_refuses_a_camera_past_the_limit_with_the_reason(served):
             link.media("end", 1.0)
         for link in links:
             link.close()
+
+
+# ---- vinci-edge serve --export-repo ------------------------------------------------------------------------
+def export_args(*argv: str):
+    """The serve command's options that the export reads, plus repository_cli's own."""
+    import argparse
+
+    from vinci_edge.serve import repository_cli
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--engine", type=Path)
+    p.add_argument("--max-streams", type=int, default=8)
+    p.add_argument("--expire-seconds", type=float, default=30.0)
+    p.add_argument("--fps", type=float, default=1.0)
+    p.add_argument("--chunk-seconds", type=float, default=2.0)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    repository_cli.add_arguments(p)
+    return repository_cli, p.parse_args(argv)
+
+
+def test_export_repo_takes_the_serve_commands_options(tiny_engine, tmp_path, capsys):
+    cli, args = export_args(
+        "--engine", str(tiny_engine), "--export-repo", str(tmp_path / "repo"), "--max-streams", "3",
+        "--fps", "2", "--tensorrt", "--decoder-provider", "cpu",
+    )  # fmt: skip
+    assert cli.export_from_args(args) == 0
+    repo = Path(capsys.readouterr().out.strip())
+    assert parse(repo, "media").max_batch_size == 3
+    core = parse(repo, CORE)
+    assert json.loads(core.parameters["live"].string_value) == {
+        "chunk_seconds": 2.0,
+        "fps": 2.0,
+        "max_new_tokens": 64,
+    }
+    assert core.parameters["provider"].string_value == "cpu"
+    assert parse(repo, "vision").optimization.execution_accelerators.gpu_execution_accelerator
+
+    cli, again = export_args("--engine", str(tiny_engine), "--export-repo", str(repo))
+    with pytest.raises(RepositoryFolderError) as refused:  # the refusal names the option given
+        cli.export_from_args(again)
+    assert refused.value.message == f"{repo} already exists"
+    assert refused.value.hint == "choose another --export-repo or pass --force to replace it"
