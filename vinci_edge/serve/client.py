@@ -350,7 +350,18 @@ class RemoteSession:
                 packet = None
             except ServerUnavailable as exc:
                 self._lost(str(exc))  # the packet is sent again once reconnected
+            except PromptError as exc:  # the server forgot the camera and will not take it back yet
+                self._lost(exc.message)
+            except Exception as exc:  # never a traceback from the sender: the packet is dropped
+                self._unsent(packet, f"{type(exc).__name__}: {exc}")
+                packet = None
         self._send_end()
+
+    def _unsent(self, packet: tuple[Kind, float, np.ndarray], why: str) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+        self.publish({"type": "error", "message": f"a {packet[0].label} packet was not sent: {why}"})
 
     def _next_packet(self) -> tuple[Kind, float, np.ndarray] | None:
         """The next packet to send, waiting for one; None once the session is closed and the inbox
