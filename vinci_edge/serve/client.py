@@ -380,18 +380,10 @@ class RemoteSession:
         kind, t, data = packet
         if self._paced:
             self._wait_for_server(t)
-        if kind == Kind.VIDEO:
-            status = self.link.media("frame", t, frame=data)
-            self._keep_frame(t, data)
-        else:
-            status = self.link.media("audio", t, samples=data)
+        status = self._deliver(kind, t, data)
         if not status.get("ok", False) and _unknown_camera(status):  # the server forgot the camera
             self._open_camera()
-            status = (
-                self.link.media("frame", t, frame=data)
-                if kind == Kind.VIDEO
-                else self.link.media("audio", t, samples=data)
-            )
+            status = self._deliver(kind, t, data)
         with self._cond:
             self._in_flight -= 1
             name = "frames" if kind == Kind.VIDEO else "audio_blocks"
@@ -410,6 +402,12 @@ class RemoteSession:
                     "message": f"the server refused a {kind.label} packet: {status.get('reason')}",
                 }
             )
+
+    def _deliver(self, kind: Kind, t: float, data: np.ndarray) -> dict[str, Any]:
+        if kind == Kind.VIDEO:
+            self._keep_frame(t, data)
+            return self.link.media("frame", t, frame=data)
+        return self.link.media("audio", t, samples=data)
 
     def _wait_for_server(self, t: float) -> None:
         """Hold a packet of a file played fast until the server's cache reaches within
