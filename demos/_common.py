@@ -3,6 +3,10 @@ the one-line errors. Each demo is one file on top of this one (run it as `python
 
 stdout carries the demo's output as JSON lines only; everything for the person watching (progress,
 source notices, the refusal of a bad option) goes to stderr.
+
+`--server HOST:PORT` runs the same demo against `vinci-edge serve` (or a Triton server on an
+exported repository) instead of a local engine: the source is read here and streamed to the server
+as camera `--camera`, the questions are answered there (vinci_edge.serve.client.RemoteSession).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -28,7 +33,19 @@ positive_float = opt.FloatRange(0.0, open_minimum=True)
 def parser(prog: str, description: str) -> opt.CommandLineParser:
     """A parser with the options every demo takes: the engine, the source, how to play it."""
     p = opt.CommandLineParser(prog=prog, description=description)
-    p.add_argument("--engine", type=Path, required=True, help="an engine folder (vinci-edge export)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--engine", type=Path, help="an engine folder (vinci-edge export)")
+    where.add_argument(
+        "--server",
+        type=_server_address,
+        metavar="HOST:PORT",
+        help="answer on a vinci-edge server (its gRPC address) instead of a local --engine",
+    )
+    p.add_argument(
+        "--camera",
+        default=None,
+        help="with --server: this stream's id on the server (default: the demo, host and process id)",
+    )
     p.add_argument(
         "--source",
         required=True,
@@ -114,7 +131,10 @@ def open_sources(args: argparse.Namespace) -> list[Any]:
 
 
 def open_session(args: argparse.Namespace, prog: str) -> Any:
-    """The engine loaded into a live session, not started yet."""
+    """The engine loaded into a live session, not started yet (with --server: a session on the
+    server, which has the same surface)."""
+    if args.server is not None:
+        return _remote_session(args, prog)
     from vinci_edge.live.session import LiveOptions, LiveSession
     from vinci_edge.runtime.pipeline import Pipeline
 
@@ -126,6 +146,26 @@ def open_session(args: argparse.Namespace, prog: str) -> Any:
     session = LiveSession(pipe, options)
     session.subscribe(lambda event: _notice(prog, event))
     return session
+
+
+def _remote_session(args: argparse.Namespace, prog: str) -> Any:
+    import socket
+
+    from vinci_edge.serve.client import RemoteOptions, RemoteSession
+
+    camera = args.camera or f"{Path(prog).stem}-{socket.gethostname()}-{os.getpid()}"
+    say(prog, f"answering on the server {args.server} as camera {camera!r}")
+    session = RemoteSession(
+        args.server, camera, RemoteOptions(fps=args.fps, max_new_tokens=args.max_new_tokens)
+    )
+    session.subscribe(lambda event: _notice(prog, event))
+    return session
+
+
+def _server_address(text: str) -> str:
+    from vinci_edge.serve.client_cli import server_address
+
+    return server_address(text)
 
 
 def play(session: Any, sources: list[Any], duration: float | None) -> None:

@@ -2,6 +2,7 @@
 
     python demos/factory_monitor.py --engine engine/ --source /dev/video0 --every 10
     python demos/factory_monitor.py --engine engine/ --source line3.mp4 --fast --events run.jsonl
+    python demos/factory_monitor.py --server gpu-host:8001 --camera line3 --source /dev/video0
 
 Every `--every` seconds of stream time the model is asked the safety question about what the cache
 holds (the frames and sound so far, up to the session's window). Every answer goes to the event

@@ -2,6 +2,7 @@
 
     python demos/robot_voice_command.py --engine engine/ --source /dev/video0 --mic
     python demos/robot_voice_command.py --engine engine/ --source speech.mp4 --fast
+    python demos/robot_voice_command.py --server gpu-host:8001 --source /dev/video0 --mic   # VAD runs here
 
 Silero VAD listens to the session's audio. When a stretch of speech ends, the model is asked, with
 the audio up to the end of the speech in its cache and the frames it has seen, for the command as

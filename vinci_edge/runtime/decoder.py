@@ -10,6 +10,7 @@ are what the shared decode loop (`vinci_edge.generation.generate`) calls.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,7 +42,6 @@ class OrtDecoder:
     ):
         """`embed_table`: the LLM's input embeddings (vocab, D), which `step` reads a token's row from.
         `provenance`: the props the graph must carry (`Manifest.stage_props`); None: not checked."""
-        ort = import_onnxruntime()
         self.spec = spec
         self.embed_table = embed_table
         self.session = make_session(path, settings)
@@ -53,7 +53,12 @@ class OrtDecoder:
         if self.context < 2:
             raise EngineError(f"a decoder context of {self.context} positions is too small")
         self.length = 0
+        self._bind_cache()
 
+    def _bind_cache(self) -> None:
+        """A KV cache of this decoder's own, bound as the graph's past inputs and present outputs."""
+        ort = import_onnxruntime()
+        spec = self.spec
         device = "cuda" if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
         shape = (1, spec.kv_heads, self.context, spec.head_dim)
         self.io = self.session.io_binding()
@@ -67,6 +72,15 @@ class OrtDecoder:
         # Logits live in host memory whatever the provider: ORT copies the one row out for us.
         self.logits = ort.OrtValue.ortvalue_from_shape_and_type((1, 1, spec.vocab_size), self.dtype, "cpu", 0)
         self.io.bind_ortvalue_output("logits", self.logits)
+
+    def sibling(self) -> OrtDecoder:
+        """An empty decoder of its own cache on this decoder's ONNX Runtime session: many live
+        streams share one loaded graph (its weights in memory once), each with its own KV cache and
+        IO binding. Siblings may run at the same time from different threads."""
+        twin = copy.copy(self)
+        twin.length = 0
+        twin._bind_cache()
+        return twin
 
     @property
     def free(self) -> int:

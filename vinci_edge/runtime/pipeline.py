@@ -16,6 +16,7 @@ every stage timed by the same metrics object as the reference.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -71,6 +72,17 @@ class Pipeline:
     @classmethod
     def from_engine(cls, folder: str | Path, **kwargs: Any) -> Pipeline:
         return cls(Engine.load(folder), **kwargs)
+
+    def fork(self, stages: st.Stages) -> Pipeline:
+        """A pipeline that shares this one's engine, tokenizer, tables and stitch but runs `stages`:
+        a server gives each camera its own (a decoder sibling with its own KV cache, media stages
+        that call the served models) without loading the engine again. Its encoder-row cache is its
+        own; `stages` needs `runners` (stage name -> runner in use) only for `answer`'s report."""
+        twin = copy.copy(self)
+        twin.stages = stages
+        twin.cache = EncodedCache(self.cache.max_chunks)
+        twin.load_metrics = m.Metrics()
+        return twin
 
     # ---- stages -------------------------------------------------------------------------------------
     def runner(self, name: str):
