@@ -63,6 +63,9 @@ EXTRAS = {
     # model inside `silero-vad`, installed with --no-deps (its dependencies, torch and torchaudio, are
     # for its own wrapper, which is not used).
     "live": ["sounddevice>=0.5"],
+    # `vinci-edge serve`: NVIDIA Triton through PyTriton (its wheel ships tritonserver) and the client.
+    # PyTriton's Python-backend stub corrupts BYTES tensors under numpy 2: numpy stays below 2.
+    "serve": ["nvidia-pytriton>=0.7,<0.8", "tritonclient[grpc,http]>=2.50", "numpy<2"],
     "dev": ["pytest>=8", "ruff>=0.6", "import-linter>=2.1", "selenium>=4.20"],
 }
 
@@ -214,7 +217,7 @@ setup(
     description="Edge runtime for OmniVinci omni-modal LLMs (video + audio + text in, text out)",
     python_requires=">=3.10",
     packages=find_packages(include=["vinci_edge", "vinci_edge.*"]),
-    package_data={"vinci_edge.live.web": ["static/*"]},
+    package_data={"vinci_edge.live.web": ["static/*"], "vinci_edge.serve": ["repository_models/*.py"]},
     install_requires=BASE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["vinci-edge=vinci_edge.cli:main"]},

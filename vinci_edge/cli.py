@@ -329,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         "vinci_edge.quantization.report_cli",
         "vinci_edge.profiling.cli",
         "vinci_edge.live.cli",
+        "vinci_edge.serve.cli",
+        "vinci_edge.serve.client_cli",
     ):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)

@@ -21,6 +21,7 @@ from typing import Any
 
 from vinci_edge import cli_options as opt
 from vinci_edge.progress import to_stderr_as
+from vinci_edge.serve import repository_cli
 
 _say = to_stderr_as("serve")
 positive_float = opt.FloatRange(0.0, open_minimum=True)
@@ -103,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="write Triton's own log here (default: vinci-edge-serve-PID-triton.log in the temp folder)",
     )
+    repository_cli.add_arguments(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -117,6 +119,8 @@ def check_ports(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.export_repo is not None:  # a repository for a standalone tritonserver, not a server
+        return repository_cli.export_from_args(args)
     check_ports(args)
     from vinci_edge.serve.server import ServeOptions, Server
 

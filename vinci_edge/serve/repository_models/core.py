@@ -86,12 +86,11 @@ class TritonPythonModel:
         for entry in reversed([p for p in _parameter(config, "python_path").split(":") if p]):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
-        from vinci_edge.serve.streams import Streams
-        from vinci_edge.serve.triton_stages import TritonStages
-
         from vinci_edge import stages as st
         from vinci_edge.live.session import LiveOptions, LiveSession
         from vinci_edge.runtime.pipeline import Pipeline
+        from vinci_edge.serve.streams import Streams
+        from vinci_edge.serve.triton_stages import TritonStages
 
         engine = Path(args["model_repository"]) / args["model_version"] / _parameter(config, "engine")
         self.pipeline = Pipeline.from_engine(engine, provider=_parameter(config, "provider", "cpu"))
