@@ -39,6 +39,7 @@ from vinci_edge.runtime.pipeline import Pipeline  # noqa: E402
 from vinci_edge.serve.cli import register  # noqa: E402
 from vinci_edge.serve.server import ServeError, ServeOptions, Server  # noqa: E402
 from vinci_edge.serve.streams import STOPPING, Streams  # noqa: E402
+from vinci_edge.serve.triton_stages import TritonStage  # noqa: E402
 
 # PyTriton 0.7's Python-backend stub reads numpy 1's array layout (see vinci_edge/serve/server.py):
 # Triton is started only where numpy < 2; elsewhere the server must refuse to start.
@@ -308,7 +309,7 @@ sys.exit(args.func(args))
 
 
 @needs_numpy_1
-def test_serve_command_admits_one_stream_and_answers_a_queued_question_at_sigterm(
+def test_serve_command_admits_one_stream_and_answers_a_queued_question_at_ctrl_c(
     tiny_engine, clip, local, tmp_path
 ):
     http, grpc, metrics = free_ports(3)
@@ -322,6 +323,7 @@ def test_serve_command_admits_one_stream_and_answers_a_queued_question_at_sigter
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
     )
     try:
         urls = {}
@@ -339,7 +341,7 @@ def test_serve_command_admits_one_stream_and_answers_a_queued_question_at_sigter
         send_clip(first, clip)  # the first goes on; its stream never ends before the server does
         pending = first.ask(QUESTION, until=UNTIL_THE_END)
         first.wait_queued()
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Triton gets it too and starts refusing requests
         _, final = pending.result(timeout=60)  # answered, about the whole clip: nothing lost
         assert "refused" not in final, final
         ids = final["token_ids"]  # without --ignore-eos it may end early: the same tokens up to there
@@ -353,7 +355,7 @@ def test_serve_command_admits_one_stream_and_answers_a_queued_question_at_sigter
         )
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # Triton with it
             proc.wait()
 
 
@@ -472,3 +474,19 @@ def test_a_decoder_sibling_shares_the_session_and_keeps_its_own_cache(tiny_engin
     np.testing.assert_array_equal(twin.append(x[2:]), expected)  # its cache was not overwritten
     fork = pipe.fork(pipe.stages)
     assert fork.engine is pipe.engine and fork.tokenizer is pipe.tokenizer and fork.cache is not pipe.cache
+
+
+def test_a_served_stage_runs_the_engine_graph_when_triton_refuses():
+    class Local:
+        def run(self, inputs, outputs):
+            return {"tokens": inputs["pixel_values"][:, :1] * 2}
+
+    unreachable = free_ports(1)[0]
+    stage = TritonStage("vision", f"127.0.0.1:{unreachable}", "pixel_values", "tokens", 16, local=Local())
+    x = np.ones((2, 3, 4, 4), np.float32)
+    np.testing.assert_array_equal(stage.run({"pixel_values": x}, ["tokens"])["tokens"], x[:, :1] * 2)
+    assert stage.local_runs == 1
+    alone = TritonStage("vision", f"127.0.0.1:{unreachable}", "pixel_values", "tokens", 16)
+    with pytest.raises(InferenceServerException):  # without a local graph, the refusal is the error
+        alone.run({"pixel_values": x})
+    stage.close()

@@ -154,6 +154,7 @@ class Server:
         self._triton: Any = None
         self._asks = 0  # `ask` requests still streaming
         self._asks_cond = threading.Condition()
+        self._stopping = threading.Event()  # the cameras' media stages run here, not through Triton
 
     # ---- addresses ------------------------------------------------------------------------------
     @property
@@ -223,6 +224,7 @@ class Server:
         if self._triton is None:
             return
         deadline = time.monotonic() + timeout
+        self._stopping.set()  # what is queued is encoded even if Triton already refuses requests
         self.streams.stop(timeout)
         with self._asks_cond:  # the last responses go out before Triton does
             self._asks_cond.wait_for(lambda: self._asks == 0, max(0.0, deadline - time.monotonic()))
@@ -251,7 +253,13 @@ class Server:
         limits = {st.VISION: self.opts.vision_batch, st.AUDIO: self.opts.audio_batch}
         served = {
             name: TritonStage(
-                name, self.loopback_grpc, engine.stages[name].inputs[0].name, TOKENS, limits[name]
+                name,
+                self.loopback_grpc,
+                engine.stages[name].inputs[0].name,
+                TOKENS,
+                limits[name],
+                local=self.pipe.runner(name),
+                use_local=self._stopping,
             )
             for name in self.served
         }
