@@ -47,8 +47,10 @@ def _numeric_options() -> list[tuple[str, argparse.Action]]:
 NUMERIC = _numeric_options()
 
 
-# Required options whose value is checked to exist where it is parsed (`vinci-edge live --source`).
+# Required options whose value is checked to exist where it is parsed (`vinci-edge live --source`),
+# and those with a format of their own (`vinci-edge serve-client --server HOST:PORT`).
 MUST_EXIST = {"source"}
+FORMATTED = {"server": "127.0.0.1:8001", "camera": "cam-1"}
 
 
 def _required_args(command: str, folder: Path) -> list[str]:
@@ -58,7 +60,7 @@ def _required_args(command: str, folder: Path) -> list[str]:
     sub = _subcommands()[command]
     for action in sub._actions:
         if action.required and action.option_strings:
-            value = action.choices[0] if action.choices else folder / action.dest
+            value = action.choices[0] if action.choices else FORMATTED.get(action.dest, folder / action.dest)
             if action.dest in MUST_EXIST:  # an empty file beside `folder`: it parses, nothing plays it
                 value = folder.parent / f"{folder.name}-inputs" / action.dest
                 value.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,4 @@
-"""`vinci-edge serve-client`: stream a camera, a microphone or a file played as live to a server, and
-print the answers it streams back.
+"""`vinci-edge serve-client`: stream a camera, a microphone or a file to a server, print its answers.
 
     vinci-edge serve-client --server gpu-host:8001 --camera dock-3 --source /dev/video0 --every 10
     vinci-edge serve-client --server 127.0.0.1:8001 --camera test --source clip.mp4 --ask "What happens?"

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tensorrt",
         action="store_true",
-        help="with --export-repo: run vision and audio through ONNX Runtime's TensorRT accelerator",
+        help="with --export-repo: run vision and audio through ONNX Runtime's TensorRT accelerator "
+        "(default: ONNX Runtime's CUDA provider)",
     )
     p.add_argument(
         "--encoders",
@@ -46,10 +47,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --export-repo: ONNX Runtime provider of the decoder inside Triton (default cuda)",
     )
     p.add_argument(
-        "--link", action="store_true", help="with --export-repo: link the engine's files instead of copying"
+        "--link",
+        action="store_true",
+        help="with --export-repo: link the engine's files instead of copying (default: copy)",
     )
     p.add_argument(
-        "--force", action="store_true", help="with --export-repo: replace a repository exported before"
+        "--force",
+        action="store_true",
+        help="with --export-repo: replace a repository exported before (default: refuse)",
     )
 
 
