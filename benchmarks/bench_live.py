@@ -330,10 +330,13 @@ def keeps_up(
     }
 
 
-def bench_ingest(engine: Path, media: Path, probe_seconds: float, soak_seconds: float, window: int) -> dict:
-    """The highest rate kept up with through at least one window eviction, then a soak at it."""
-    probes, best = [], None
-    for fps in (0.5, 1.0, 2.0, 3.0, 4.0, 6.0):
+def bench_ingest(
+    engine: Path, media: Path, probe_seconds: float, soak_seconds: float, window: int, soak_fps: float | None
+) -> dict:
+    """The highest rate kept up with through at least one window eviction, then a soak at it (or at
+    `soak_fps`, without the probes)."""
+    probes, best = [], soak_fps
+    for fps in (0.5, 1.0, 2.0, 3.0, 4.0, 6.0) if soak_fps is None else ():
         r = keeps_up(engine, media, fps, probe_seconds, window)
         probes.append(r)
         say(
@@ -442,6 +445,7 @@ def main() -> None:
     ap.add_argument("--probe", type=float, default=60.0, help="seconds per ingest probe")
     ap.add_argument("--soak", type=float, default=600.0, help="seconds of the soak at the best rate")
     ap.add_argument("--window", type=int, default=2048, help="window positions of the ingest runs")
+    ap.add_argument("--soak-fps", type=float, default=None, help="soak at this rate, no probes")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     engine = engine_for(nano_smol_checkpoint(), "nano-smol-fp32-8k", max_context=8192)
@@ -464,7 +468,9 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, *argv, "--window", str(args.window)], check=True)
         return
     if "ingest" in parts:
-        result["ingest"] = bench_ingest(engine, media, args.probe, args.soak, args.window)
+        ingest = bench_ingest(engine, media, args.probe, args.soak, args.window, args.soak_fps)
+        key = "ingest" if args.soak_fps is None else f"soak_{args.soak_fps:g}fps"
+        result[key] = ingest
     write_report(result)
     print(json.dumps({k: v for k, v in result.items() if k != "ingest"}, indent=2)[:4000])
 
