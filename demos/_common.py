@@ -27,8 +27,6 @@ from typing import Any
 from vinci_edge import cli_options as opt
 from vinci_edge.errors import VinciEdgeError
 
-positive_float = opt.FloatRange(0.0, open_minimum=True)
-
 
 def parser(prog: str, description: str) -> opt.CommandLineParser:
     """A parser with the options every demo takes: the engine, the source, how to play it."""
@@ -64,13 +62,18 @@ def parser(prog: str, description: str) -> opt.CommandLineParser:
     )
     p.add_argument(
         "--duration",
-        type=positive_float,
+        type=opt.positive_float,
         default=None,
         help="stop after this many seconds of stream (default: when the source ends, or Ctrl-C)",
     )
-    p.add_argument("--fps", type=positive_float, default=1.0, help="frames sampled per second (default 1)")
     p.add_argument(
-        "--chunk-seconds", type=positive_float, default=2.0, help="seconds of media per segment (default 2)"
+        "--fps", type=opt.positive_float, default=1.0, help="frames sampled per second (default 1)"
+    )
+    p.add_argument(
+        "--chunk-seconds",
+        type=opt.positive_float,
+        default=2.0,
+        help="seconds of media per segment (default 2)",
     )
     p.add_argument("--max-new-tokens", type=opt.positive_int, default=48, help="answer length (default 48)")
     p.add_argument(

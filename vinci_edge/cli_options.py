@@ -150,6 +150,7 @@ thread_count = IntRange(0, MAX_THREADS)  # 0: one per core
 seed = IntRange(0, MAX_SEED)
 context_length = IntRange(2)  # the decoder needs a position for the prompt and one for the answer
 non_negative_float = FloatRange(0.0)
+positive_float = FloatRange(0.0, open_minimum=True)
 unit_interval = FloatRange(0.0, 1.0)
 probability = FloatRange(0.0, 1.0, open_minimum=True)
 

@@ -26,7 +26,6 @@ from vinci_edge.errors import PromptError
 from vinci_edge.progress import to_stderr_as
 
 _say = to_stderr_as("live")
-positive_float = opt.FloatRange(0.0, open_minimum=True)
 
 
 def source_spec(text: str) -> str:
@@ -73,11 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fast", action="store_true", help="play a file as fast as the runtime takes it (default: real time)"
     )
     p.add_argument(
-        "--fps", type=positive_float, default=1.0, help="frames sampled per second of stream (default 1)"
+        "--fps", type=opt.positive_float, default=1.0, help="frames sampled per second of stream (default 1)"
     )
     p.add_argument(
         "--chunk-seconds",
-        type=positive_float,
+        type=opt.positive_float,
         default=2.0,
         help="seconds per segment: frames then audio (default 2)",
     )
@@ -96,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=opt.positive_int, default=64, help="answer length (default 64)")
     p.add_argument(
         "--every",
-        type=positive_float,
+        type=opt.positive_float,
         default=None,
         help="ask --question every N seconds of stream (default: no periodic question)",
     )
@@ -145,7 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--duration",
-        type=positive_float,
+        type=opt.positive_float,
         default=None,
         help="stop after N seconds of stream (default: when the source ends, or Ctrl-C)",
     )

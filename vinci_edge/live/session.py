@@ -23,7 +23,6 @@ large steps and the kept ones prefilled again from their stored embeddings, neve
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import time
@@ -42,6 +41,7 @@ from vinci_edge.generation import Answer, GenerationConfig, generate
 from vinci_edge.kinds import MEDIA_KINDS, Kind
 from vinci_edge.live import packets
 from vinci_edge.live.answers import AfterPrefix, LiveAnswer, LiveOptions, Question, QuestionRefused
+from vinci_edge.live.events import Publishing
 from vinci_edge.live.inbox import Inbox, SourceSink
 from vinci_edge.live.packets import Source, StreamClock
 from vinci_edge.live.segments import AudioBuffer, OpenSegment, StaticFilter, segment_index
@@ -60,7 +60,7 @@ __all__ = ["LiveAnswer", "LiveOptions", "LiveSession", "QuestionRefused"]
 QUESTION_RESERVE = 96
 
 
-class LiveSession:
+class LiveSession(Publishing):
     """See the module docstring. The session owns its pipeline's decoder while it runs."""
 
     def __init__(self, pipeline: Pipeline, options: LiveOptions | None = None) -> None:
@@ -269,17 +269,6 @@ class LiveSession:
             self._refuse(q, reason)
 
     # ---- events and state ----------------------------------------------------------------------
-    def subscribe(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        """Call `fn(event)` for every event; returns the function that unsubscribes it."""
-        self._listeners.append(fn)
-        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
-
-    def publish(self, event: dict[str, Any]) -> None:
-        event.setdefault("t", self.clock.now())
-        for fn in list(self._listeners):
-            with contextlib.suppress(Exception):  # a listener's bug must not stop the stream
-                fn(event)
-
     def add_audio_tap(self, fn: Callable[[float, np.ndarray], None]) -> None:
         """Call `fn(t, samples)` for every audio block accepted (on the source's thread)."""
         self.inbox.taps.append(fn)

@@ -24,7 +24,6 @@ from vinci_edge.progress import to_stderr_as
 from vinci_edge.serve import repository_cli
 
 _say = to_stderr_as("serve")
-positive_float = opt.FloatRange(0.0, open_minimum=True)
 port = opt.IntRange(1, 65535)
 stream_count = opt.IntRange(1, 1024)
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -78,16 +77,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--expire-seconds",
-        type=positive_float,
+        type=opt.positive_float,
         default=30.0,
         help="close and free a camera that sent nothing for this long (default 30)",
     )
     p.add_argument(
-        "--fps", type=positive_float, default=1.0, help="frames sampled per second of stream (default 1)"
+        "--fps", type=opt.positive_float, default=1.0, help="frames sampled per second of stream (default 1)"
     )
     p.add_argument(
         "--chunk-seconds",
-        type=positive_float,
+        type=opt.positive_float,
         default=2.0,
         help="seconds per segment: frames then audio (default 2)",
     )

@@ -46,6 +46,7 @@ from vinci_edge.errors import PromptError
 from vinci_edge.kinds import Kind
 from vinci_edge.live import packets
 from vinci_edge.live.answers import QuestionRefused
+from vinci_edge.live.events import Publishing
 from vinci_edge.live.inbox import Inbox, SourceSink
 from vinci_edge.live.packets import Source, StreamClock
 from vinci_edge.live.sources.live import Retry
@@ -144,7 +145,7 @@ class _Config:
     audio_sampling_rate = SAMPLE_RATE
 
 
-class RemoteSession:
+class RemoteSession(Publishing):
     """See the module docstring. `url` is the server's gRPC address (HOST:PORT); `camera` names
     this stream on the server (its correlation id: one session per camera)."""
 
@@ -572,17 +573,6 @@ class RemoteSession:
             q.future.set_exception(QuestionRefused(reason))
 
     # ---- events and state ------------------------------------------------------------------------
-    def subscribe(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        """Call `fn(event)` for every event; returns the function that unsubscribes it."""
-        self._listeners.append(fn)
-        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
-
-    def publish(self, event: dict[str, Any]) -> None:
-        event.setdefault("t", self.clock.now())
-        for fn in list(self._listeners):
-            with contextlib.suppress(Exception):  # a listener's bug must not stop the stream
-                fn(event)
-
     def add_audio_tap(self, fn: Callable[[float, np.ndarray], None]) -> None:
         """Call `fn(t, samples)` for every audio block accepted here (the VAD runs on the client)."""
         self.inbox.taps.append(fn)

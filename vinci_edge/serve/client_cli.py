@@ -22,7 +22,6 @@ from vinci_edge.live.cli import source_spec
 from vinci_edge.progress import to_stderr_as
 
 _say = to_stderr_as("serve-client")
-positive_float = opt.FloatRange(0.0, open_minimum=True)
 
 
 def server_address(text: str) -> str:
@@ -68,12 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fast", action="store_true", help="send a file as fast as the server takes it (default: real time)"
     )
     p.add_argument(
-        "--fps", type=positive_float, default=1.0, help="frames sent per second of stream (default 1)"
+        "--fps", type=opt.positive_float, default=1.0, help="frames sent per second of stream (default 1)"
     )
     p.add_argument("--max-new-tokens", type=opt.positive_int, default=64, help="answer length (default 64)")
     p.add_argument(
         "--every",
-        type=positive_float,
+        type=opt.positive_float,
         default=None,
         help="ask --question every N seconds of stream (default: no periodic question)",
     )
@@ -92,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--duration",
-        type=positive_float,
+        type=opt.positive_float,
         default=None,
         help="stop after N seconds of stream (default: when the source ends, or Ctrl-C)",
     )
