@@ -331,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         "vinci_edge.live.cli",
         "vinci_edge.serve.cli",
         "vinci_edge.serve.client_cli",
+        "vinci_edge.training.cli",
+        "vinci_edge.evaluation.cli",
     ):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)

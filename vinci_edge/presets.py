@@ -6,6 +6,9 @@
 - `nano` (~0.6B): a Qwen2.5-0.5B-shaped LLM, a SigLIP-base-sized tower at 224 px and a
   Whisper-base-sized audio tower. The CPU benchmark model.
 - `tiny`: runs in well under a second; for tests.
+- `avtask` (~1.6M): the model trained from scratch on the synthetic audio-visual task
+  (`vinci_edge.avtask`, `vinci-edge train`): SigLIP at 64 px with 8 px patches (16 tokens a frame),
+  a two-layer Whisper-style audio tower, a four-layer Qwen2 LLM of width 128 over a task tokenizer.
 
 Values the public code leaves open (segment duration, hop length, CRTE settings) are taken from the
 defaults of the official Hugging Face port of OmniVinci; a real checkpoint's config.json overrides
@@ -20,7 +23,7 @@ from typing import Any
 
 from vinci_edge.config import OmniVinciConfig, build_config
 
-PRESETS = ("omnivinci-9b", "nano", "tiny")
+PRESETS = ("omnivinci-9b", "nano", "tiny", "avtask")
 
 
 def _encoders(trope_dim: int, max_time: float) -> dict[str, str]:
@@ -195,6 +198,12 @@ def preset_components(name: str) -> tuple[dict[str, Any], dict[str, dict[str, An
         vision = _siglip(vision_width, 2, 2, 64, 56, 14)
         sound = _qwen2_audio(32, 2, 2, 64)
         root = _root(hidden, vision_width, scales, 4, 16, 2.0, 160, 120, 3600.0)
+    elif name == "avtask":
+        hidden, vision_width, scales = 128, 64, [64, 128, 192]
+        llm = _qwen2(hidden, 4, 4, 2, 384, 512, tie=True, max_pos=2048, theta=10000.0)
+        vision = _siglip(vision_width, 3, 4, 128, 64, 8)
+        sound = _qwen2_audio(64, 2, 4, 128)
+        root = _root(hidden, vision_width, scales, 8, 32, 2.0, 160, 120, 3600.0)
     else:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     components = {

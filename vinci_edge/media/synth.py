@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import wave
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -44,26 +45,47 @@ def make_test_clip(
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
 
+    frames = (pattern_frame(k, n_frames, width, height) for k in range(n_frames))
+    samples = _tone(seconds, sample_rate, tone_hz) if audio else None
+    return write_clip(path, frames, fps, (width, height), samples, sample_rate, channels)
+
+
+def write_clip(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: int,
+    size: tuple[int, int],
+    samples: np.ndarray | None,
+    sample_rate: int = 16000,
+    channels: int = 1,
+) -> Path:
+    """Write RGB uint8 frames of `size` (width, height) at `fps` and, when given, float mono
+    `samples` as an MP4: H.264 (MPEG-4 Part 2 without libx264) + AAC, the two streams interleaved in
+    time. Byte-identical from run to run."""
+    path = Path(path)
+    width, height = size
     with av.open(str(path), mode="w", format="mp4") as container:
         video = _add_video_stream(container, fps, width, height)
-        sound = _add_audio_stream(container, sample_rate, channels) if audio else None
-        samples = _tone(seconds, sample_rate, tone_hz) if audio else None
+        sound = _add_audio_stream(container, sample_rate, channels) if samples is not None else None
         audio_written = 0
-        for k in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(pattern_frame(k, n_frames, width, height), format="rgb24")
+        k = -1
+        for k, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = k
             container.mux(video.encode(frame))
             if sound is not None:
                 # Keep the two streams interleaved in time: audio up to the end of this frame.
                 until = min(len(samples), round((k + 1) * sample_rate / fps))
-                if k == n_frames - 1:
-                    until = len(samples)
                 if until > audio_written:
                     chunk = _audio_frame(samples, audio_written, until, sample_rate, channels)
                     container.mux(sound.encode(chunk))
                     audio_written = until
         container.mux(video.encode(None))
         if sound is not None:
+            if audio_written < len(samples):
+                container.mux(
+                    sound.encode(_audio_frame(samples, audio_written, len(samples), sample_rate, channels))
+                )
             container.mux(sound.encode(None))
     return path
 

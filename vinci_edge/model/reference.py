@@ -28,7 +28,7 @@ from vinci_edge.generation import Answer, GenerationConfig, consume, fit_context
 from vinci_edge.kinds import Kind
 from vinci_edge.model.checkpoint import fingerprint, load_model
 from vinci_edge.model.omnivinci import OmniVinciModel
-from vinci_edge.request.encode import encode_banks
+from vinci_edge.request.encode import EncodedCache, encode_banks
 from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.text.tokenizer import TextTokenizer
 
@@ -101,6 +101,7 @@ class Reference:
         self.prompts = PromptBuilder(self.cfg, tokenizer, encoders=encoders)
         self.stages = TorchStages(model)
         self.decoder = TorchDecoder(model)
+        self.cache = EncodedCache(4)  # encoder rows of the last media chunks, as the runtime keeps
         # Makes each request's Metrics, as `Pipeline.metrics_factory` does (the command line sets one
         # that says each stage as it starts).
         self.metrics_factory: Callable[[], m.Metrics] = m.Metrics
@@ -122,7 +123,9 @@ class Reference:
     @torch.inference_mode()
     def banks(self, prompt: Prompt, metrics: m.Metrics) -> dict[Kind, torch.Tensor]:
         """Every media chunk's rows, by kind, as the model's tensors."""
-        banks = encode_banks(prompt, self.prompts.modalities, self.stages, self.cfg.hidden_size, metrics)
+        banks = encode_banks(
+            prompt, self.prompts.modalities, self.stages, self.cfg.hidden_size, metrics, self.cache
+        )
         return {k: torch.from_numpy(v).to(self.model.dtype) for k, v in banks.items()}
 
     @torch.inference_mode()
@@ -146,9 +149,18 @@ class Reference:
         """Yield the answer text piece by piece."""
         return (yield from self._run(question, gen or GenerationConfig(), **media))
 
+    def answer_prompt(self, prompt: Prompt, gen: GenerationConfig | None = None) -> Answer:
+        """Answer a prompt built elsewhere (`PromptBuilder.from_media`), as `Pipeline.answer` does."""
+        return consume(self._answer(prompt, gen or GenerationConfig(), self.metrics_factory()), None)
+
     def _run(self, question: str, gen: GenerationConfig, **media: Any) -> Generator[str, None, Answer]:
         metrics = self.metrics_factory()
         prompt = self.prepare(question, metrics=metrics, **media)
+        return (yield from self._answer(prompt, gen, metrics))
+
+    def _answer(
+        self, prompt: Prompt, gen: GenerationConfig, metrics: m.Metrics
+    ) -> Generator[str, None, Answer]:
         max_new, warnings = fit_context(len(prompt.plan), gen.max_new_tokens, self.decoder.context)
         embeds = self.inputs_embeds(prompt, metrics)
         out = yield from generate(

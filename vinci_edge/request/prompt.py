@@ -98,14 +98,28 @@ class PromptBuilder:
                 media += done.chunks
                 info.append(done.info)
                 warnings += done.warnings
-        with metrics.stage(m.TOKENIZE):
+        prompt = self.from_media(question, media, metrics, system_prompt)
+        prompt.warnings[:0] = warnings
+        prompt.media_info = info
+        return prompt
+
+    def from_media(
+        self,
+        question: str,
+        media: Sequence[MediaChunk],
+        metrics: m.Metrics | None = None,
+        system_prompt: str | None = None,
+    ) -> Prompt:
+        """The prompt of a question about media chunks already preprocessed (`build` after its
+        preprocessing; training on media made in memory)."""
+        with (metrics or m.Metrics()).stage(m.TOKENIZE):
             text, cleaned = prompt_text(
                 self.tokenizer, self.cfg, question, "".join(placeholders(c) for c in media), system_prompt
             )
             input_ids = self.tokenizer.encode(text)
             chunks = split_at_placeholders(input_ids, media, self.marker_ids())
             plan = layout([c.item() for c in chunks], self.cfg, self.tokenizer.encode)
-        return Prompt(chunks, plan, input_ids, text, warnings + cleaned, info)
+        return Prompt(chunks, plan, input_ids, text, cleaned)
 
     def from_chunks(self, chunks: Sequence[Chunk]) -> Prompt:
         """The prompt of chunks given as they are (a live session's window and question): laid out,

@@ -42,24 +42,18 @@ class Video:
             dv = decode_video(
                 source, n_frames, load_audio=cfg.load_audio_in_video, sample_rate=cfg.audio_sampling_rate
             )
-        with metrics.stage(m.FRAME_PREPROCESS):
-            pixels = preprocess_frames(dv.frames, cfg.s2_scales[0])
-        identity = source_identity(source)
+        samples = None if dv.audio is None else dv.audio.samples
         vt = VideoTimeline(dv.frame_indices, dv.fps, dv.n_source_frames, dv.expected_frame_count)
-        extent = {"frames": vt.frame_indices.tolist(), "size": cfg.s2_scales[0]}
-        video_id = content_id(Kind.VIDEO, identity, extent, ctx.encoder_fingerprint(Kind.VIDEO))
-        video = VideoChunk(video_id, str(source), pixels, vt)
+        video = video_chunk(dv.frames, vt, samples, cfg, str(source), source_identity(source), ctx, metrics)
         warnings = [f"{source}: {w}" for w in dv.warnings]
         info = _describe(video, str(source))
-        if dv.audio is None or dv.audio.samples.size == 0:
+        if video.track is None:
             return Preprocessed([video], info, warnings)
-
-        track = audio_chunk(dv.audio.samples, cfg, f"{source} (audio)", identity, ctx, metrics)
         warnings += [f"{source} (audio): {w}" for w in dv.audio.warnings]
-        info["audio_seconds"] = track.timeline.content_samples / track.timeline.sample_rate
+        info["audio_seconds"] = video.track.timeline.content_samples / video.track.timeline.sample_rate
         if cfg.interleaved_vis_aud_in_video:  # TEG: the track is laid out with the video
-            return Preprocessed([replace(video, track=track)], info, warnings)
-        return Preprocessed([track, video], info, warnings)
+            return Preprocessed([video], info, warnings)
+        return Preprocessed([video.track, replace(video, track=None)], info, warnings)
 
     def encode(self, chunk: VideoChunk, stages: Stages, metrics: m.Metrics) -> np.ndarray:
         return self.pool(self.frame_tokens(chunk.pixels, stages, metrics))
@@ -78,6 +72,30 @@ class Video:
         return np.concatenate(
             [pool_video_features(tokens, p).reshape(-1, d) for p in self.cfg.video_encoder.pool_sizes]
         )
+
+
+def video_chunk(
+    frames: np.ndarray | list[np.ndarray],
+    timeline: VideoTimeline,
+    samples: np.ndarray | None,
+    cfg: OmniVinciConfig,
+    source: str,
+    identity: str,
+    ctx: Context,
+    metrics: m.Metrics,
+) -> VideoChunk:
+    """The sampled RGB frames of a video (and its own track's samples at the model's rate, when
+    the model hears them) -> its chunk, the track nested in it. A file's frames, or frames made in
+    memory (training)."""
+    with metrics.stage(m.FRAME_PREPROCESS):
+        pixels = preprocess_frames(list(frames), cfg.s2_scales[0])
+    extent = {"frames": timeline.frame_indices.tolist(), "size": cfg.s2_scales[0]}
+    video_id = content_id(Kind.VIDEO, identity, extent, ctx.encoder_fingerprint(Kind.VIDEO))
+    video = VideoChunk(video_id, source, pixels, timeline)
+    if samples is None or samples.size == 0 or not cfg.load_audio_in_video:
+        return video
+    track = audio_chunk(samples, cfg, f"{source} (audio)", identity, ctx, metrics)
+    return replace(video, track=track)
 
 
 def _describe(video: VideoChunk, path: str) -> dict:

@@ -36,8 +36,9 @@ def _special_tokens() -> list[str]:
     return [ENDOFTEXT, *tokens]
 
 
-def train_byte_level_bpe(vocab_size: int) -> Tokenizer:
-    """The trained `tokenizers.Tokenizer` (special tokens first, then the 256 bytes, then merges)."""
+def train_byte_level_bpe(vocab_size: int, corpus: str = CORPUS) -> Tokenizer:
+    """The trained `tokenizers.Tokenizer` (special tokens first, then the 256 bytes, then merges),
+    trained on `corpus` (the built-in English text unless a task gives its own)."""
     specials = _special_tokens()
     floor = len(specials) + len(_BYTE_ALPHABET)
     if vocab_size < floor:
@@ -53,7 +54,7 @@ def train_byte_level_bpe(vocab_size: int) -> Tokenizer:
         initial_alphabet=_BYTE_ALPHABET,
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
+    tok.train_from_iterator(corpus.splitlines(keepends=True), trainer=trainer)
     return tok
 
 
@@ -74,6 +75,7 @@ def write_trained_tokenizer(
     chat_template: str = CHATML_QWEN2,
     *,
     model_max_length: int = 32768,
+    corpus: str = CORPUS,
 ) -> None:
     """Train a tokenizer of at most `vocab_size` entries and write it as an HF tokenizer folder.
 
@@ -82,7 +84,7 @@ def write_trained_tokenizer(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = train_byte_level_bpe(vocab_size)
+    tok = train_byte_level_bpe(vocab_size, corpus)
     tok.save(str(out / "tokenizer.json"), pretty=True)
 
     specials = _special_tokens()

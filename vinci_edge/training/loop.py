@@ -1,0 +1,270 @@
+"""The training loop: the model forward on a batch, LM + OmniAlignNet losses, schedule, progress,
+resume, and the finished checkpoint in the real layout with its training record.
+
+Forward, per step (B clips, K questions each):
+    frames (B*8) -> vision tower -> mm_projector -> video rows (B, 128, D)
+    mel windows (B) -> sound tower -> sound projector -> audio rows (B, 750, D)
+    prefix = TEG gather + CRTE of those rows and the chat head's text (the plan's arrays, batched)
+    LLM on the prefix once per clip -> its KV cache, repeated K times -> LLM on the K tails
+    LM loss on the answer tokens (and end of turn); OmniAlignNet loss on (video rows, audio rows)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vinci_edge import crte
+from vinci_edge.avtask.dataset import TRAIN_SEEDS
+from vinci_edge.kinds import Kind
+from vinci_edge.model.align import OmniAlignNet
+from vinci_edge.model.checkpoint import save_checkpoint
+from vinci_edge.model.omnivinci import OmniVinciModel
+from vinci_edge.progress import Progress, silent
+from vinci_edge.training.batch import Batch, BatchMaker, Prefix
+from vinci_edge.training.recipe import Recipe
+
+RECORD_FILE = "training_record.json"
+
+
+class PrefixStitch(nn.Module):
+    """TEG gather + CRTE of a step's shared prefix, for a batch of clips at once (float32)."""
+
+    def __init__(self, prefix: Prefix, tables: dict[Kind, crte.RotationTable | None]) -> None:
+        super().__init__()
+        order, self.rot = [], {}
+        for kind in (Kind.TEXT, Kind.VIDEO, Kind.AUDIO):
+            pos = np.flatnonzero(prefix.kind == kind)
+            order.append(pos)
+            table = tables.get(kind)
+            if kind != Kind.TEXT and table is not None and pos.size:
+                ang = crte.rotation_angles(table, prefix.scale[pos], prefix.a[pos], prefix.b[pos])
+                self.rot[kind] = (
+                    torch.from_numpy(np.cos(ang)).float(),
+                    torch.from_numpy(np.sin(ang)).float(),
+                )
+        self.src = {
+            k: torch.from_numpy(prefix.src[pos]) for k, pos in zip((Kind.TEXT, Kind.VIDEO, Kind.AUDIO), order)
+        }
+        # concatenated (text, video, audio) -> prompt order
+        self.inverse = torch.from_numpy(np.argsort(np.concatenate(order)))
+
+    def forward(self, embed: nn.Embedding, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        b = video.shape[0]
+        parts = [embed(self.src[Kind.TEXT])[None].expand(b, -1, -1)]
+        for kind, rows in ((Kind.VIDEO, video), (Kind.AUDIO, audio)):
+            x = rows[:, self.src[kind]]
+            if kind in self.rot:
+                x = _rotate(x, *self.rot[kind])
+            parts.append(x)
+        return torch.cat(parts, dim=1)[:, self.inverse]
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """CRTE's rotation of the first cos.shape[1] channels in adjacent pairs (`crte.apply_rotation`)."""
+    rot = cos.shape[1]
+    head = x[..., :rot]
+    pairs = head.reshape(*head.shape[:-1], -1, 2)
+    half = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).reshape(head.shape)
+    return torch.cat([head * cos + half * sin, x[..., rot:]], dim=-1)
+
+
+@dataclass
+class StepResult:
+    loss: float
+    lm: float
+    align: float
+    answer_accuracy: float  # answers whose every token the model ranks first (teacher forcing)
+
+
+def forward(
+    model: OmniVinciModel, align: OmniAlignNet | None, batch: Batch, recipe: Recipe
+) -> tuple[torch.Tensor, StepResult]:
+    cfg = model.cfg
+    b, k = batch.clips, recipe.questions_per_clip
+    video = model.encode_frames(batch.pixels).reshape(b, -1, cfg.hidden_size)
+    audio = model.encode_audio(batch.mel).reshape(b, -1, cfg.hidden_size)
+    stitch = PrefixStitch(batch.prefix, model.tables)
+    prefix = stitch(model.llm.get_input_embeddings(), video, audio)
+
+    body = model.llm.model
+    p = prefix.shape[1]
+    cache = body(inputs_embeds=prefix, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(k)
+    tails = model.llm.get_input_embeddings()(batch.tails)
+    t = tails.shape[1]
+    hidden = body(
+        inputs_embeds=tails,
+        past_key_values=cache,
+        use_cache=True,
+        cache_position=torch.arange(p, p + t),
+        position_ids=torch.arange(p, p + t)[None].expand(b * k, -1),
+    ).last_hidden_state
+    picked = hidden.reshape(-1, hidden.shape[-1])[batch.target_index]
+    logits = model.llm.lm_head(picked)
+    lm = F.cross_entropy(logits, batch.target_ids)
+
+    loss = lm
+    align_loss = torch.zeros(())
+    if align is not None:
+        v, a = align(video, audio[:, : batch.prefix.audio_rows])
+        align_loss = align.loss(v, a)
+        loss = lm + recipe.align_weight * align_loss
+    with torch.no_grad():
+        right = (logits.argmax(-1) == batch.target_ids).tolist()
+        whole = [all(right[lo:hi]) for lo, hi in batch.answer_spans]
+    return loss, StepResult(loss.item(), lm.item(), align_loss.item(), float(np.mean(whole)))
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_fraction` of the peak."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    u = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    floor = recipe.min_lr_fraction
+    return recipe.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(u, 1.0))))
+
+
+def step_seeds(step: int, recipe: Recipe) -> list[int]:
+    """Fresh scenes every step (never a held-out seed); a run's data are a function of its seed."""
+    base = (recipe.seed * 10_000_000 + step * recipe.clips_per_step) % len(TRAIN_SEEDS)
+    return [TRAIN_SEEDS[(base + i) % len(TRAIN_SEEDS)] for i in range(recipe.clips_per_step)]
+
+
+@dataclass
+class History:
+    every: int = 25
+    points: list[dict[str, float]] = field(default_factory=list)
+    _acc: list[StepResult] = field(default_factory=list)
+
+    def add(self, step: int, r: StepResult, seconds: float) -> dict[str, float] | None:
+        self._acc.append(r)
+        if (step + 1) % self.every:
+            return None
+        point = {
+            "step": step + 1,
+            "loss": float(np.mean([x.loss for x in self._acc])),
+            "lm": float(np.mean([x.lm for x in self._acc])),
+            "align": float(np.mean([x.align for x in self._acc])),
+            "answer_accuracy": float(np.mean([x.answer_accuracy for x in self._acc])),
+            "seconds": round(seconds, 1),
+        }
+        self.points.append(point)
+        self._acc = []
+        return point
+
+
+class Trainer:
+    """Owns the model, the alignment head, the optimizer and the state file of one run."""
+
+    def __init__(self, model: OmniVinciModel, maker: BatchMaker, recipe: Recipe, state_file: Path) -> None:
+        self.model, self.maker, self.recipe, self.state_file = model, maker, recipe, state_file
+        d = model.cfg.hidden_size
+        self.align = (
+            OmniAlignNet(d, heads=4, layers=recipe.align_layers, temperature=recipe.align_temperature)
+            if recipe.uses_align
+            else None
+        )
+        params = list(model.parameters()) + (list(self.align.parameters()) if self.align else [])
+        self.optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        self.params = params
+        self.step = 0
+        self.history = History()
+        self.seconds = 0.0
+
+    def save_state(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        torch.save(
+            {
+                "recipe": self.recipe.to_dict(),
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "align": self.align.state_dict() if self.align else None,
+                "optimizer": self.optimizer.state_dict(),
+                "history": self.history.points,
+                "seconds": self.seconds,
+            },
+            tmp,
+        )
+        os.replace(tmp, self.state_file)
+
+    def load_state(self) -> None:
+        state = torch.load(self.state_file, weights_only=False)
+        if state["recipe"] != self.recipe.to_dict():
+            raise ValueError(
+                f"{self.state_file} was saved by another recipe; remove it or give the same options"
+            )
+        self.model.load_state_dict(state["model"])
+        if self.align is not None:
+            self.align.load_state_dict(state["align"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.history.points = list(state["history"])
+        self.seconds = float(state["seconds"])
+
+    def train(self, progress: Progress = silent, save_every: int = 100) -> None:
+        recipe = self.recipe
+        self.model.train()
+        while self.step < recipe.steps:
+            start = time.perf_counter()
+            rng = np.random.default_rng([recipe.seed, self.step])
+            batch = self.maker.make(step_seeds(self.step, recipe), rng)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, recipe)
+            loss, result = forward(self.model, self.align, batch, recipe)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, recipe.grad_clip)
+            self.optimizer.step()
+            self.seconds += time.perf_counter() - start
+            point = self.history.add(self.step, result, self.seconds)
+            self.step += 1
+            if point:
+                eta = self.seconds / self.step * (recipe.steps - self.step)
+                progress(
+                    f"step {self.step}/{recipe.steps}  loss {point['loss']:.3f} (lm {point['lm']:.3f}, "
+                    f"align {point['align']:.3f})  answers right {point['answer_accuracy']:.0%}  "
+                    f"{self.seconds:.0f} s, about {eta / 60:.1f} min left"
+                )
+            if self.step % save_every == 0 and self.step < recipe.steps:
+                self.save_state()
+        self.model.eval()
+
+
+def write_result(trainer: Trainer, folder: Path, extra: dict[str, Any]) -> None:
+    """The trained checkpoint (real layout; tokenizer written by the caller) and its record."""
+    save_checkpoint(trainer.model, folder)
+    record = {
+        "recipe": trainer.recipe.to_dict(),
+        "steps": trainer.step,
+        "train_seconds": round(trainer.seconds, 1),
+        "examples": trainer.step * trainer.recipe.clips_per_step * trainer.recipe.questions_per_clip,
+        "history": trainer.history.points,
+        "machine": machine(),
+        "versions": {"torch": torch.__version__},
+        **extra,
+    }
+    (folder / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads()}
