@@ -13,6 +13,7 @@ from vinci_edge.runtime.kv_cache import GraphCache, PingPongKV
 
 ORIN = b.Gpu("Orin", (8, 7))
 ORT_GPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+NO_TRT = {"tensorrt": "No module named 'tensorrt'"}
 
 
 # ---- which backend runs where ---------------------------------------------------------------------
@@ -32,7 +33,7 @@ def test_precisions_by_compute_capability():
         ("ort-cuda", b.Probe(onnxruntime="1.24", ort_providers=ORT_GPU, reasons={"gpu": "no driver"}),
          "no CUDA GPU is visible (no driver)"),
         ("ort-cuda", b.Probe(onnxruntime="1.24", ort_providers=ORT_GPU, gpus=[ORIN]), None),
-        ("tensorrt", b.Probe(gpus=[ORIN], cuda_python="13.0", reasons={"tensorrt": "No module named 'tensorrt'"}),
+        ("tensorrt", b.Probe(gpus=[ORIN], cuda_python="13.0", reasons=NO_TRT),
          "TensorRT is not installed (No module named 'tensorrt')"),
         ("tensorrt", b.Probe(gpus=[ORIN], tensorrt="10.3.0"), "cuda-python is not installed"),
         ("tensorrt", b.Probe(tensorrt="10.3.0", cuda_python="12.6"), "no CUDA GPU is visible"),
