@@ -350,7 +350,8 @@ class DeviceStitch:
         dec, stream = self.decoder, self.decoder.stream
         y = compact_inputs(x)
         n, dim = len(y.plan), x.text_table.shape[1]
-        dec._check_fits(n)
+        if n > dec.context:  # the buffer's size; append checks the cache (after a prefill's reset)
+            raise PromptError(f"{n} positions do not fit the decoder context of {dec.context}")
         scratch, keep = [], []
 
         def upload(a: np.ndarray) -> int:
