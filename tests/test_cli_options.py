@@ -110,6 +110,9 @@ def test_the_walk_finds_the_numeric_options_of_every_subcommand():
         ("quant-report", "--text-offset"),
         ("profile", "--runs"),
         ("profile", "--warmup"),
+        ("build-engines", "--opt-level"),
+        ("build-engines", "--workspace"),
+        ("doctor", "--atol"),
     ]:
         assert pair in found
     assert {name for name, _ in NUMERIC} == set(_subcommands())
@@ -263,6 +266,13 @@ def test_export_stages_are_checked_at_parse_time(tmp_path, capsys):
         (["quantize", "--engine", "e", "--out", "o", "--precision", "int4", "--target", "mars"],
          "vinci-edge quantize", "argument --target: invalid choice: 'mars'"),
         (["profile", "--engine", "e", "--runs"], "vinci-edge profile", "argument --runs: expected one"),
+        (["run", "--engine", "e", "--prompt", "x", "--backend", "cuda"], "vinci-edge run",
+         "argument --backend: invalid choice: 'cuda'"),
+        (["build-engines", "--engine", "e", "--precision", "int8"], "vinci-edge build-engines",
+         "argument --precision: invalid choice: 'int8'"),
+        (["build-engines", "--engine", "e", "--profile", "frames=1:2"], "vinci-edge build-engines",
+         "argument --profile: 'frames=1:2' is not AXIS=MIN:OPT:MAX"),
+        (["doctor", "--require", "cpu"], "vinci-edge doctor", "argument --require: invalid choice: 'cpu'"),
         (["rn"], "vinci-edge", "argument COMMAND: invalid choice: 'rn'"),
         ([], "vinci-edge", "the following arguments are required: COMMAND"),
     ],

@@ -200,6 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         stage_providers=args.stage_provider,
         threads=args.threads,
         context=args.context,
+        backend=args.backend,
+        plans=args.plans,
     )
     news = StageNews()
     pipe.load_metrics.on_stage = news  # the stages' sessions are made on first use
@@ -310,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="answer with the torch-free runtime on an engine folder")
     p.add_argument("--engine", required=True, type=Path, help="engine folder (from export or quantize)")
+    p.add_argument(
+        "--backend",
+        default="ort-cpu",
+        choices=["ort-cpu", "ort-cuda", "tensorrt"],
+        help="ort-cpu: ONNX Runtime (providers below); ort-cuda: ONNX Runtime's CUDA provider, I/O on the "
+        "GPU; tensorrt: the plans build-engines wrote (default ort-cpu)",
+    )
+    p.add_argument(
+        "--plans", type=Path, default=None, help="tensorrt: the plan folder (default ENGINE/tensorrt)"
+    )
     opt.add_provider_options(p)
     p.add_argument(
         "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (default 0: one per core)"
@@ -331,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         "vinci_edge.live.cli",
         "vinci_edge.serve.cli",
         "vinci_edge.serve.client_cli",
+        "vinci_edge.engines.cli",
+        "vinci_edge.doctor.cli",
         "vinci_edge.training.cli",
         "vinci_edge.evaluation.cli",
     ):

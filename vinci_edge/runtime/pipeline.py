@@ -32,10 +32,11 @@ from vinci_edge.kinds import Kind
 from vinci_edge.plan import Plan
 from vinci_edge.request.encode import EncodedCache, encode_banks
 from vinci_edge.request.prompt import Prompt, PromptBuilder
+from vinci_edge.runtime.backends import ORT_CPU, TENSORRT, make_stages
 from vinci_edge.runtime.decoder import OrtDecoder
 from vinci_edge.runtime.engine import Engine
-from vinci_edge.runtime.stages import EngineStages
 from vinci_edge.stitch import StitchInputs, select_stitch
+from vinci_edge.stitch.library import load_library
 from vinci_edge.text.tokenizer import TextTokenizer
 
 
@@ -49,8 +50,13 @@ class Pipeline:
         context: int | None = None,
         stitch: str | None = None,
         cache_chunks: int = 8,
+        backend: str = ORT_CPU,
+        plans: Path | None = None,
     ) -> None:
-        """`cache_chunks`: media chunks whose encoder rows are kept for the next question (0: none)."""
+        """`cache_chunks`: media chunks whose encoder rows are kept for the next question (0: none).
+        `backend`: ort-cpu, ort-cuda or tensorrt (runtime/backends.py; refused here, before anything
+        loads, when this machine cannot run it); `plans`: tensorrt's plan folder (default
+        ENGINE/tensorrt, where build-engines writes)."""
         self.engine = engine
         self.cfg = engine.config
         self.tokenizer = TextTokenizer.from_folder(engine.tokenizer_dir)
@@ -60,13 +66,27 @@ class Pipeline:
         # makes each request's Metrics (a profiler may swap both, e.g. for NVTX ranges).
         self.metrics_factory: Callable[[], m.Metrics] = m.Metrics
         self.load_metrics = m.Metrics()
-        self.stages = EngineStages(
-            engine, self.text_table, provider, stage_providers, threads, context, lambda: self.load_metrics
+        self.backend = backend
+        self.stages = make_stages(
+            backend,
+            engine,
+            self.text_table,
+            provider,
+            stage_providers,
+            threads,
+            context,
+            lambda: self.load_metrics,
+            plans,
         )
         self.cache = EncodedCache(cache_chunks)
         # stitch: None (the fastest CPU kernel), "cuda", "cpp" or "numpy"; a fallback's note joins the
         # answer's warnings
         self.stitch_name, self._stitch, self.stitch_note = select_stitch(stitch, num_threads=threads)
+        if backend == TENSORRT and stitch is None:  # the kernel writes into the decoder's input buffer
+            lib = load_library()
+            if lib is not None and lib.has_cuda:
+                self._stitch = self.stages.device_stitch(lib)
+                self.stitch_name, self.stitch_note = self._stitch.name, None
         self.tables = crte.rotation_tables(self.cfg)
 
     @classmethod
@@ -168,7 +188,7 @@ class Pipeline:
             stop_reason=out.stop_reason,
             prompt_tokens=len(prompt.plan),
             metrics=metrics,
-            backend="onnxruntime",
+            backend="tensorrt" if self.backend == TENSORRT else "onnxruntime",
             warnings=prompt.warnings + ([self.stitch_note] if self.stitch_note else []) + warnings,
             plan=prompt.plan.counts(),
             extra={

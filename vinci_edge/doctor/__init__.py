@@ -1,0 +1,1 @@
+"""`vinci-edge doctor`: what this machine has for each backend, each checked against the CPU."""
