@@ -73,12 +73,13 @@ def event_span(scene: Scene, kind: str, words: WordBank) -> tuple[float, float] 
     if ev is None:
         return None
     sr = scene.sample_rate
-    length = {
-        "beeps": int(ev.detail or 1) * (BEEP_SECONDS + BEEP_GAP) - BEEP_GAP,
-        "tone": TONE_SECONDS,
-        "alarm": ALARM_SECONDS,
-    }.get(kind)
-    if length is None:
+    if kind == "beeps":
+        length = int(ev.detail) * (BEEP_SECONDS + BEEP_GAP) - BEEP_GAP
+    elif kind == "tone":
+        length = TONE_SECONDS
+    elif kind == "alarm":
+        length = ALARM_SECONDS
+    else:
         length = min(words.word(ev.detail, ev.voice, sr).size / sr, 1 - ONSET)
     return ev.second + ONSET, ev.second + ONSET + length
 
