@@ -263,6 +263,8 @@ def test_export_stages_are_checked_at_parse_time(tmp_path, capsys):
         (["quantize", "--engine", "e", "--out", "o", "--precision", "int4", "--target", "mars"],
          "vinci-edge quantize", "argument --target: invalid choice: 'mars'"),
         (["profile", "--engine", "e", "--runs"], "vinci-edge profile", "argument --runs: expected one"),
+        (["run", "--engine", "e", "--prompt", "x", "--decoder", "trt"], "vinci-edge run",
+         "argument --decoder: invalid choice: 'trt'"),
         (["rn"], "vinci-edge", "argument COMMAND: invalid choice: 'rn'"),
         ([], "vinci-edge", "the following arguments are required: COMMAND"),
     ],

@@ -45,7 +45,8 @@ class Engine:
 
     # ---- checks ---------------------------------------------------------------------------------------
     def _check_files(self) -> None:
-        for name, stage in self.stages.items():
+        graphs = {f"{name} decoder graph": e for name, e in self.manifest.decoder_graphs.items()}
+        for name, stage in {**self.stages, **graphs}.items():
             f = self.folder / stage.file
             if not f.is_file():
                 raise EngineError(

@@ -29,10 +29,12 @@ from vinci_edge import metrics as m
 from vinci_edge import stages as st
 from vinci_edge.generation import Answer, GenerationConfig, consume, fit_context, generate
 from vinci_edge.kinds import Kind
+from vinci_edge.manifest import FUSED
 from vinci_edge.plan import Plan
 from vinci_edge.request.encode import EncodedCache, encode_banks
 from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.runtime.decoder import OrtDecoder
+from vinci_edge.runtime.decoder_portable import PortableDecoder
 from vinci_edge.runtime.engine import Engine
 from vinci_edge.runtime.stages import EngineStages
 from vinci_edge.stitch import StitchInputs, select_stitch
@@ -49,8 +51,10 @@ class Pipeline:
         context: int | None = None,
         stitch: str | None = None,
         cache_chunks: int = 8,
+        decoder: str = FUSED,
     ) -> None:
-        """`cache_chunks`: media chunks whose encoder rows are kept for the next question (0: none)."""
+        """`cache_chunks`: media chunks whose encoder rows are kept for the next question (0: none).
+        `decoder`: the decoder graph ("fused", or "portable": TensorRT's graph, checked on the CPU)."""
         self.engine = engine
         self.cfg = engine.config
         self.tokenizer = TextTokenizer.from_folder(engine.tokenizer_dir)
@@ -61,7 +65,14 @@ class Pipeline:
         self.metrics_factory: Callable[[], m.Metrics] = m.Metrics
         self.load_metrics = m.Metrics()
         self.stages = EngineStages(
-            engine, self.text_table, provider, stage_providers, threads, context, lambda: self.load_metrics
+            engine,
+            self.text_table,
+            provider,
+            stage_providers,
+            threads,
+            context,
+            lambda: self.load_metrics,
+            decoder,
         )
         self.cache = EncodedCache(cache_chunks)
         # stitch: None (the fastest CPU kernel), "cuda", "cpp" or "numpy"; a fallback's note joins the
@@ -90,7 +101,7 @@ class Pipeline:
         return self.stages[name]
 
     @property
-    def decoder(self) -> OrtDecoder:
+    def decoder(self) -> OrtDecoder | PortableDecoder:
         return self.stages[st.DECODER]
 
     def warmup(self) -> None:
@@ -174,6 +185,7 @@ class Pipeline:
             extra={
                 "media": prompt.media_info,
                 "stitch": self.stitch_name,
+                "decoder_graph": self.stages.decoder_graph,
                 "providers": {k: r.provider for k, r in self.stages.runners.items()},
             },
         )
