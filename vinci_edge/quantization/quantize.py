@@ -34,13 +34,14 @@ from vinci_edge.quantization.calibration import CalibrationSources, build_calibr
 from vinci_edge.quantization.fp8 import Fp8
 from vinci_edge.quantization.handler import Handler, StageJob
 from vinci_edge.quantization.int4 import HEAD_BITS, Int4, Int4Awq
+from vinci_edge.quantization.int4_dq import Int4Dq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
 from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
 from vinci_edge.stages import STAGE_NAMES
 
 HANDLERS: dict[str, Handler] = {
-    h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq())
+    h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq(), Int4Dq())
 }
 SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic")
 KEEP_FP32_PRECISIONS = ("int8", "fp8")
@@ -175,9 +176,9 @@ def quantize_engine(
     if head_bits is not None:
         if head_bits not in HEAD_BITS:
             raise ConfigError(f"--head-bits {head_bits}: the head is stored at 8 or 4 bits", hint="8 or 4")
-        if precisions.get(st.DECODER) != "int4":
+        if precisions.get(st.DECODER) not in ("int4", "int4-dq"):
             raise ConfigError(
-                "--head-bits applies to the decoder at int4",
+                "--head-bits applies to the decoder at int4 or int4-dq",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
             )
     registry = {**HANDLERS, **(handlers or {})}
