@@ -273,6 +273,8 @@ def test_export_stages_are_checked_at_parse_time(tmp_path, capsys):
         (["build-engines", "--engine", "e", "--profile", "frames=1:2"], "vinci-edge build-engines",
          "argument --profile: 'frames=1:2' is not AXIS=MIN:OPT:MAX"),
         (["doctor", "--require", "cpu"], "vinci-edge doctor", "argument --require: invalid choice: 'cpu'"),
+        (["run", "--engine", "e", "--prompt", "x", "--decoder", "trt"], "vinci-edge run",
+         "argument --decoder: invalid choice: 'trt'"),
         (["rn"], "vinci-edge", "argument COMMAND: invalid choice: 'rn'"),
         ([], "vinci-edge", "the following arguments are required: COMMAND"),
     ],

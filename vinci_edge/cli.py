@@ -21,6 +21,7 @@ from vinci_edge import __version__
 from vinci_edge import cli_options as opt
 from vinci_edge import metrics as m
 from vinci_edge.errors import MissingDependencyError, VinciEdgeError
+from vinci_edge.manifest import DECODER_GRAPHS, FUSED
 from vinci_edge.progress import to_stderr
 
 
@@ -202,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         context=args.context,
         backend=args.backend,
         plans=args.plans,
+        decoder=args.decoder,
     )
     news = StageNews()
     pipe.load_metrics.on_stage = news  # the stages' sessions are made on first use
@@ -331,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=opt.context_length,
         default=None,
         help="KV cache positions, at least 2 (default and most: the engine's --max-context)",
+    )
+    p.add_argument(
+        "--decoder",
+        choices=DECODER_GRAPHS,
+        default=FUSED,
+        help="decoder graph: fused (ONNX Runtime's, fastest) or portable (TensorRT's standard-operator "
+        "graph, to check its maths on this machine) (default fused)",
     )
     _add_request_args(p)
     p.set_defaults(func=cmd_run)

@@ -25,6 +25,15 @@ from vinci_edge.errors import ConfigError, EngineError
 from vinci_edge.stages import DECODER, STAGE_NAMES
 
 SCHEMA_VERSION = 1
+
+# The decoder graphs an engine may hold, by name: "fused" (stages.decoder, ONNX Runtime's
+# GroupQueryAttention with an in-place KV cache; attention "gqa") and "portable" (standard ONNX
+# operators with the KV cache as explicit inputs and outputs, TensorRT's; attention "portable",
+# recorded under the manifest's `decoder_graphs`). A backend runs the one BACKEND_DECODER names.
+FUSED, PORTABLE = "fused", "portable"
+DECODER_GRAPHS = (FUSED, PORTABLE)
+ATTENTION = {FUSED: "gqa", PORTABLE: "portable"}
+BACKEND_DECODER = {"ort-cpu": FUSED, "ort-cuda": FUSED, "tensorrt": PORTABLE}
 FORMAT = "vinci-edge-engine"
 MANIFEST = "manifest.json"
 REEXPORT = "re-export it with `vinci-edge export --checkpoint CKPT --out DIR`"
@@ -102,7 +111,9 @@ class DecoderSpec:
     vocab_size: int
     max_context: int
     dtype: str  # "float32" | "float16"
-    attention: str = "gqa"  # com.microsoft GroupQueryAttention, KV buffers shared in place
+    # "gqa": com.microsoft GroupQueryAttention, KV buffers shared in place (the fused graph);
+    # "portable": standard operators, past (1, kv_heads, P, head_dim) in, present (.., P + S, ..) out
+    attention: str = "gqa"
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> DecoderSpec:
@@ -114,7 +125,9 @@ class DecoderSpec:
         return dict(self.__dict__)
 
     def input_names(self) -> list[str]:
-        names = ["inputs_embeds", "seqlens_k", "total_sequence_length"]
+        names = ["inputs_embeds"]
+        if self.attention == "gqa":
+            names += ["seqlens_k", "total_sequence_length"]
         for i in range(self.num_layers):
             names += [f"past_key_{i}", f"past_value_{i}"]
         return names
@@ -147,8 +160,8 @@ class StageEntry:
     ort_optimization: str = "all"  # ONNX Runtime graph optimization the graph needs ("basic" for FP8)
 
     @classmethod
-    def from_dict(cls, name: str, d: Any) -> StageEntry:
-        where = f"stage '{name}'"
+    def from_dict(cls, name: str, d: Any, where: str | None = None) -> StageEntry:
+        where = where or f"stage '{name}'"
         d = _object(d, where)
         entry = cls(
             file=_get(d, "file", str, where),
@@ -229,6 +242,9 @@ class Manifest:
     teg: dict[str, Any] = field(default_factory=dict)  # written out for people; derived from the config
     crte: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None  # what `vinci-edge quantize` did, when it made this engine
+    # decoder graphs beside the fused one (stages.decoder), by name: {"portable": entry}; engines
+    # exported before the portable graph have none (see decoder_graph / decoder_for)
+    decoder_graphs: dict[str, StageEntry] = field(default_factory=dict)
     config: OmniVinciConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -258,6 +274,35 @@ class Manifest:
         if entry is None or entry.decoder is None:
             raise EngineError("this engine has no decoder stage", hint=REEXPORT)
         return entry.decoder
+
+    def decoder_graph(self, name: str = FUSED) -> StageEntry:
+        """The decoder graph `name` ("fused": stages.decoder; "portable"), refused with what to do
+        when this engine lacks it."""
+        if name not in DECODER_GRAPHS:
+            raise EngineError(
+                f"unknown decoder graph {name!r}", hint=f"choose one of {', '.join(DECODER_GRAPHS)}"
+            )
+        entry = self.stages.get(DECODER) if name == FUSED else self.decoder_graphs.get(name)
+        if entry is None or entry.decoder is None:
+            has = ", ".join(self.decoder_graph_names) or "none"
+            raise EngineError(
+                f"this engine has no {name} decoder graph (it has: {has})",
+                hint="re-export it with `vinci-edge export --checkpoint CKPT --out DIR` (which writes "
+                "the fused and the portable decoder graphs)",
+            )
+        return entry
+
+    @property
+    def decoder_graph_names(self) -> list[str]:
+        """The decoder graphs this engine holds, fused first."""
+        return [FUSED] * (DECODER in self.stages) + list(self.decoder_graphs)
+
+    def decoder_for(self, backend: str) -> StageEntry:
+        """The decoder graph a backend runs (BACKEND_DECODER: "ort-cpu" / "ort-cuda" -> fused,
+        "tensorrt" -> portable)."""
+        if backend not in BACKEND_DECODER:
+            raise EngineError(f"unknown backend {backend!r}", hint=f"backends: {', '.join(BACKEND_DECODER)}")
+        return self.decoder_graph(BACKEND_DECODER[backend])
 
     def precision_of(self, stage: str) -> str:
         """ "fp32" / "fp16" as exported, else the quantized precision ("int8", "int4", ...)."""
@@ -313,6 +358,7 @@ class Manifest:
             teg=d.get("teg", {}),
             crte=d.get("crte", {}),
             quantization=d.get("quantization"),
+            decoder_graphs=_decoder_graphs(d.get("decoder_graphs", {})),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -332,10 +378,33 @@ class Manifest:
         }
         if self.quantization is not None:
             out["quantization"] = self.quantization
+        if self.decoder_graphs:
+            out["decoder_graphs"] = {name: e.to_dict() for name, e in self.decoder_graphs.items()}
         return out
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _decoder_graphs(d: Any) -> dict[str, StageEntry]:
+    """The manifest's `decoder_graphs`: each a decoder stage entry (with its spec) of a known name,
+    whose spec's attention is that graph's (ATTENTION)."""
+    out = {}
+    for name, e in _object(d, "decoder_graphs").items():
+        where = f"decoder graph '{name}'"
+        if name not in DECODER_GRAPHS or name == FUSED:
+            raise EngineError(
+                f"the manifest names an unknown {where} (this runtime knows {PORTABLE})",
+                hint="use the vinci-edge version that wrote it, or " + REEXPORT,
+            )
+        entry = StageEntry.from_dict(DECODER, e, where)
+        if entry.decoder.attention != ATTENTION[name]:
+            raise EngineError(
+                f"the manifest's {where} has attention {entry.decoder.attention!r}, not {ATTENTION[name]!r}",
+                hint=REEXPORT,
+            )
+        out[name] = entry
+    return out
 
 
 def timeline_params(cfg: OmniVinciConfig) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -5,7 +5,9 @@
       vision.onnx (+ .data)    frames -> projected tokens (and tower features for S2 images)
       image_projector.onnx     S2-merged image features -> tokens
       audio.onnx (+ .data)     mel chunks -> projected tokens
-      decoder.onnx (+ .data)   inputs_embeds + KV buffers -> last-position logits
+      decoder.onnx (+ .data)   inputs_embeds + KV buffers -> last-position logits (ONNX Runtime)
+      decoder_portable.onnx    the same in standard operators, explicit KV cache (TensorRT);
+                               its weights are decoder.onnx.data's (docs/portable-decoder.md)
       embed_tokens.npy         the text embedding table (memory-mapped by the runtime)
       tokenizer/               tokenizer.json, tokenizer_config.json, ...
 
@@ -30,7 +32,9 @@ from vinci_edge import stages as st
 from vinci_edge.config import OmniVinciConfig, load_config
 from vinci_edge.errors import EngineError
 from vinci_edge.export.decoder import TensorSource, export_decoder
+from vinci_edge.export.decoder_portable import write_portable
 from vinci_edge.manifest import (
+    PORTABLE,
     Manifest,
     StageEntry,
     TensorInfo,
@@ -110,9 +114,12 @@ def export_engine(
     started = time.perf_counter()
     with output_folder(out, kind=ENGINE, force=force, inputs={"checkpoint": ckpt}, progress=say) as tmp:
         entries = _export_towers(ckpt, tmp, [s for s in stages if s != st.DECODER], dtype, props, say)
+        graphs = {}
         if st.DECODER in stages:
             say("exporting the decoder")
             entries[st.DECODER] = _export_decoder(cfg, ckpt, tmp, max_context, dtype, props[st.DECODER], say)
+            say("writing the portable decoder graph (standard operators, the same weights)")
+            graphs[PORTABLE], _ = write_portable(tmp, entries[st.DECODER])
         say("writing the text embedding table and the tokenizer")
         text = _write_text(ckpt, tmp, dtype)
         teg, crte = timeline_params(cfg)
@@ -126,6 +133,7 @@ def export_engine(
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             teg=teg,
             crte=crte,
+            decoder_graphs=graphs,
         )
         manifest.write(tmp)
     say(f"engine written to {out} in {time.perf_counter() - started:.1f} s")

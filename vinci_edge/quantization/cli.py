@@ -30,6 +30,7 @@ precisions (one for every stage, or STAGE=PRECISION,... per stage):
                 --keep-fp32 auto lets a sensitivity sweep choose.
   fp8           TensorRT on Ada, Hopper, Thor: E4M3 Q/DQ, calibrated (ModelOpt). Not on Orin.
   int4-awq      TensorRT: 4-bit weights in blocks of 128 with AWQ scales, calibrated (ModelOpt).
+  int4-dq       TensorRT: 4-bit DequantizeLinear blocks of 32 + a float minimum (Q4_1 kept exactly).
   fp32          leave the stage as exported.
 
 per stage: --precision vision=int8,audio=int8,decoder=int4 (stages: vision, image_projector,
@@ -42,7 +43,7 @@ texts in /usr/share/common-licenses except GPL-3 (kept for the perplexity measur
 --calib-video / --calib-audio / --calib-text where they are not installed or to use your own.
 
 targets (--target checks the precisions before any work; leave it out to skip the check):
-  cpu     int8-dynamic, int4        orin    + int8, int4-awq (no FP8 on Ampere)
+  cpu     int8-dynamic, int4        orin    + int8, int4-awq, int4-dq (no FP8)
   thor, ada, hopper                 every precision
 """
 
@@ -92,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--precision",
         required=True,
         metavar="SPEC",
-        help="a precision for every stage (int8-dynamic, int4, int8, fp8, int4-awq) or "
+        help="a precision for every stage (int8-dynamic, int4, int8, fp8, int4-awq, int4-dq) or "
         "STAGE=PRECISION,... (see below)",
     )
     p.add_argument(

@@ -24,8 +24,9 @@ from pathlib import Path
 from vinci_edge import __version__
 from vinci_edge import stages as st
 from vinci_edge.errors import ConfigError, EngineError
+from vinci_edge.export.decoder_portable import write_portable
 from vinci_edge.export.onnx_writer import add_props
-from vinci_edge.manifest import MANIFEST, STAGE_PROPS, Manifest, TextEntry
+from vinci_edge.manifest import MANIFEST, PORTABLE, STAGE_PROPS, Manifest, StageEntry, TextEntry
 from vinci_edge.output_folder import ENGINE, check_output_folder, output_folder, partial_folder
 from vinci_edge.progress import Progress, silent
 from vinci_edge.quantization import graph as g
@@ -33,13 +34,14 @@ from vinci_edge.quantization.calibration import CalibrationSources, build_calibr
 from vinci_edge.quantization.fp8 import Fp8
 from vinci_edge.quantization.handler import Handler, StageJob
 from vinci_edge.quantization.int4 import HEAD_BITS, Int4, Int4Awq
+from vinci_edge.quantization.int4_dq import Int4Dq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
 from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
 from vinci_edge.stages import STAGE_NAMES
 
 HANDLERS: dict[str, Handler] = {
-    h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq())
+    h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq(), Int4Dq())
 }
 SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic")
 KEEP_FP32_PRECISIONS = ("int8", "fp8")
@@ -174,9 +176,9 @@ def quantize_engine(
     if head_bits is not None:
         if head_bits not in HEAD_BITS:
             raise ConfigError(f"--head-bits {head_bits}: the head is stored at 8 or 4 bits", hint="8 or 4")
-        if precisions.get(st.DECODER) != "int4":
+        if precisions.get(st.DECODER) not in ("int4", "int4-dq"):
             raise ConfigError(
-                "--head-bits applies to the decoder at int4",
+                "--head-bits applies to the decoder at int4 or int4-dq",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
             )
     registry = {**HANDLERS, **(handlers or {})}
@@ -249,6 +251,7 @@ def quantize_engine(
             size, was = g.stage_bytes(tmp, entry.file), g.stage_bytes(engine, entry.file)
             say(f"{stage}: {precisions[stage]} written ({size / 1e6:.1f} MB, fp32 {was / 1e6:.1f} MB)")
         shutil.rmtree(work, ignore_errors=True)
+        new.decoder_graphs = _portable_decoder(tmp, new, say)
         _copy_text(engine, tmp, new.text)
         new.exporters = {**new.exporters, **versions}
         new.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -266,6 +269,21 @@ def quantize_engine(
         new.write(tmp)
     say(f"quantized engine written to {out} in {time.perf_counter() - started:.1f} s")
     return new
+
+
+def _portable_decoder(folder: Path, new: Manifest, say: Progress) -> dict[str, StageEntry]:
+    """The quantized engine's portable decoder graph, derived from its (quantized) fused one as export
+    derives it (export/decoder_portable.py), sharing its weights file - when the source engine had
+    one. A precision whose layers are contrib ops (`int4`'s MatMulNBits, `int8-dynamic`) has no
+    portable graph: ONNX Runtime runs the fused one, and TensorRT runs none of them."""
+    if PORTABLE not in new.decoder_graphs or st.DECODER not in new.stages:
+        return {}
+    entry, nonstandard = write_portable(folder, new.stages[st.DECODER])
+    if nonstandard:
+        (folder / entry.file).unlink()
+        say(f"decoder: no portable graph at {entry.precision} (its layers are {', '.join(nonstandard)})")
+        return {}
+    return {PORTABLE: entry}
 
 
 def _keep_provenance(src: Path, dst: Path) -> None:

@@ -248,19 +248,28 @@ def make_stages(
     load_metrics: Any = None,
     plans: Any = None,
     p: Probe | None = None,
+    decoder: str = "fused",
 ) -> Any:
-    """The `Stages` of `backend` for an engine (the backend checked first, `require_backend`)."""
+    """The `Stages` of `backend` for an engine (the backend checked first, `require_backend`).
+    `decoder` picks ort-cpu's decoder graph; TensorRT always runs the portable one."""
     if backend != ORT_CPU and (provider != "cpu" or stage_providers):
         raise EngineError(
             f"--backend {backend} chooses where every stage runs; --provider / --stage-provider tune "
             "only the ort-cpu backend's ONNX Runtime providers",
             hint="drop --provider / --stage-provider, or drop --backend",
         )
+    if backend != ORT_CPU and decoder != "fused":
+        raise EngineError(
+            f"--decoder {decoder} chooses the ort-cpu backend's decoder graph; {backend} picks its own",
+            hint="drop --decoder, or use --backend ort-cpu",
+        )
     p = require_backend(backend, p)
     if backend == ORT_CPU:
         from vinci_edge.runtime.stages import EngineStages
 
-        return EngineStages(engine, text_table, provider, stage_providers, threads, context, load_metrics)
+        return EngineStages(
+            engine, text_table, provider, stage_providers, threads, context, load_metrics, decoder
+        )
     if backend == ORT_CUDA:
         from vinci_edge.runtime.ort_cuda import OrtCudaStages
 

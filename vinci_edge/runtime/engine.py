@@ -45,14 +45,14 @@ class Engine:
 
     # ---- checks ---------------------------------------------------------------------------------------
     def _check_files(self) -> None:
-        for name, stage in self.stages.items():
+        graphs = {f"the {name} decoder graph": e for name, e in self.manifest.decoder_graphs.items()}
+        stages = {f"stage '{name}'": e for name, e in self.stages.items()}
+        for what, stage in {**stages, **graphs}.items():
             f = self.folder / stage.file
             if not f.is_file():
-                raise EngineError(
-                    f"stage '{name}' file {f.name} is missing from {self.folder}", hint=REEXPORT
-                )
+                raise EngineError(f"{what} file {f.name} is missing from {self.folder}", hint=REEXPORT)
             if stage.external_data and not (self.folder / stage.external_data).is_file():
-                raise EngineError(f"{stage.external_data} (weights of '{name}') is missing", hint=REEXPORT)
+                raise EngineError(f"{stage.external_data} (weights of {what}) is missing", hint=REEXPORT)
         if not self.embed_path.is_file():
             raise EngineError(f"{self.embed_path.name} is missing from {self.folder}", hint=REEXPORT)
         if (

@@ -29,11 +29,13 @@ from vinci_edge import metrics as m
 from vinci_edge import stages as st
 from vinci_edge.generation import Answer, GenerationConfig, consume, fit_context, generate
 from vinci_edge.kinds import Kind
+from vinci_edge.manifest import FUSED
 from vinci_edge.plan import Plan
 from vinci_edge.request.encode import EncodedCache, encode_banks
 from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.runtime.backends import ORT_CPU, TENSORRT, make_stages
 from vinci_edge.runtime.decoder import OrtDecoder
+from vinci_edge.runtime.decoder_portable import PortableDecoder
 from vinci_edge.runtime.engine import Engine
 from vinci_edge.stitch import StitchInputs, select_stitch
 from vinci_edge.stitch.library import load_library
@@ -52,11 +54,13 @@ class Pipeline:
         cache_chunks: int = 8,
         backend: str = ORT_CPU,
         plans: Path | None = None,
+        decoder: str = FUSED,
     ) -> None:
         """`cache_chunks`: media chunks whose encoder rows are kept for the next question (0: none).
         `backend`: ort-cpu, ort-cuda or tensorrt (runtime/backends.py; refused here, before anything
         loads, when this machine cannot run it); `plans`: tensorrt's plan folder (default
-        ENGINE/tensorrt, where build-engines writes)."""
+        ENGINE/tensorrt, where build-engines writes). `decoder`: the ort-cpu backend's decoder graph
+        ("fused", or "portable": TensorRT's graph, its maths checked on the CPU)."""
         self.engine = engine
         self.cfg = engine.config
         self.tokenizer = TextTokenizer.from_folder(engine.tokenizer_dir)
@@ -77,6 +81,7 @@ class Pipeline:
             context,
             lambda: self.load_metrics,
             plans,
+            decoder=decoder,
         )
         self.cache = EncodedCache(cache_chunks)
         # stitch: None (the fastest CPU kernel), "cuda", "cpp" or "numpy"; a fallback's note joins the
@@ -110,7 +115,7 @@ class Pipeline:
         return self.stages[name]
 
     @property
-    def decoder(self) -> OrtDecoder:
+    def decoder(self) -> OrtDecoder | PortableDecoder:
         return self.stages[st.DECODER]
 
     def warmup(self) -> None:
@@ -194,6 +199,7 @@ class Pipeline:
             extra={
                 "media": prompt.media_info,
                 "stitch": self.stitch_name,
+                "decoder_graph": self.stages.decoder_graph,
                 "providers": {k: r.provider for k, r in self.stages.runners.items()},
             },
         )

@@ -16,8 +16,10 @@ import numpy as np
 from vinci_edge import metrics as m
 from vinci_edge import stages as st
 from vinci_edge.errors import EngineError
+from vinci_edge.manifest import FUSED, PORTABLE
 from vinci_edge.runtime.backend import OrtStage, SessionSettings, resolve_provider
 from vinci_edge.runtime.decoder import OrtDecoder
+from vinci_edge.runtime.decoder_portable import PortableDecoder
 from vinci_edge.runtime.engine import Engine
 
 # Inputs per session call along axis 0: memory stays flat for long clips.
@@ -34,15 +36,21 @@ class EngineStages:
         threads: int = 0,
         context: int | None = None,
         load_metrics: Callable[[], m.Metrics] | None = None,
+        decoder: str = FUSED,
     ) -> None:
         """`load_metrics` returns the Metrics that session creation is timed into (looked up at each
-        creation, so a profiler can swap it)."""
+        creation, so a profiler can swap it). `decoder`: which decoder graph runs ("fused", or
+        "portable" - TensorRT's graph on ONNX Runtime, to check its maths); refused here, before any
+        session, when the engine lacks it."""
         unknown = sorted(set(stage_providers or {}) - set(st.STAGE_NAMES))
         if unknown:
             raise EngineError(
                 f"stage provider(s) given for unknown stage(s) {', '.join(unknown)}",
                 hint=f"the stages are {', '.join(st.STAGE_NAMES)}",
             )
+        if st.DECODER in engine.stages:
+            engine.manifest.decoder_graph(decoder)
+        self.decoder_graph = decoder
         self.engine = engine
         self.text_table = text_table
         self.providers = {
@@ -58,9 +66,12 @@ class EngineStages:
             self.runners[name] = self._create(name)
         return self.runners[name]
 
-    def _create(self, name: str) -> OrtStage | OrtDecoder:
+    def _create(self, name: str) -> OrtStage | OrtDecoder | PortableDecoder:
         path = self.engine.stage_path(name)
         spec = self.engine.stages[name]
+        if name == st.DECODER:
+            spec = self.engine.manifest.decoder_graph(self.decoder_graph)
+            path = self.engine.folder / spec.file
         settings = SessionSettings(
             provider=self.providers[name],
             threads=self.threads,
@@ -69,9 +80,8 @@ class EngineStages:
         provenance = self.engine.manifest.stage_props(name)
         with self._load_metrics().stage(m.LOAD, stage=name) as attrs:
             if name == st.DECODER:
-                runner = OrtDecoder(
-                    path, self.engine.manifest.decoder, settings, self.context, self.text_table, provenance
-                )
+                kind = PortableDecoder if self.decoder_graph == PORTABLE else OrtDecoder
+                runner = kind(path, spec.decoder, settings, self.context, self.text_table, provenance)
             else:
                 runner = OrtStage(name, path, settings, spec, MAX_BATCH.get(name), provenance)
             attrs["provider"] = runner.provider

@@ -29,6 +29,7 @@ PERPLEXITY_GOALS = {
     "fp8": 2.0,
     "int4": 8.0,
     "int4-awq": 8.0,
+    "int4-dq": 8.0,
 }
 
 
