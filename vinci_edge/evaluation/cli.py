@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_CLIPS,
         help=f"clips, from the first held-out seed on (default {DEFAULT_CLIPS})",
     )
+    p.add_argument(
+        "--start",
+        type=opt.IntRange(0, 99_999),
+        default=0,
+        help="index of the first held-out clip (default 0: the test set's first)",
+    )
     p.add_argument("--force", action="store_true", help="replace a split folder made before")
     p.set_defaults(func=cmd_task_split)
 
@@ -79,11 +85,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_task_split(args: argparse.Namespace) -> int:
-    from vinci_edge.avtask.dataset import SPLIT, held_out_seeds, write_split
+    from vinci_edge.avtask.dataset import HELD_OUT_SEEDS, SPLIT, held_out_seeds, write_split
 
     say = to_stderr_as("task-split")
+    if args.start + args.clips > len(HELD_OUT_SEEDS):
+        raise ConfigError(
+            f"--start {args.start} --clips {args.clips} runs past the {len(HELD_OUT_SEEDS)} held-out clips",
+            hint="lower --start or --clips",
+        )
     with output_folder(args.out, kind=SPLIT, force=args.force, progress=say) as folder:
-        info = write_split(folder, held_out_seeds(args.clips), progress=say)
+        info = write_split(folder, held_out_seeds(args.clips, args.start), progress=say)
     say(f"wrote {info['clips']} clips and {info['questions']} questions into {args.out}")
     return 0
 

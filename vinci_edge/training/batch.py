@@ -9,7 +9,7 @@ is checked to be the same and is run once per clip.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ import torch
 from vinci_edge import metrics as m
 from vinci_edge.avtask.dataset import Example, example
 from vinci_edge.avtask.questions import CATEGORIES, Question
+from vinci_edge.avtask.scene import COLOURS, PITCHES, SHAPES, WORDS, Scene
 from vinci_edge.avtask.speech import WordBank
 from vinci_edge.config import OmniVinciConfig
 from vinci_edge.kinds import Kind
@@ -38,7 +39,7 @@ class Prefix:
     scale: np.ndarray
     a: np.ndarray
     b: np.ndarray
-    audio_rows: int  # audio bank rows the prompt uses (the real samples' tokens)
+    audio_rows: int  # audio rows of real samples (the rest cover the window's zero padding)
 
     def __len__(self) -> int:
         return int(self.kind.size)
@@ -64,6 +65,8 @@ class Batch:
     target_ids: torch.Tensor  # (N,)
     questions: list[Question]
     answer_spans: list[tuple[int, int]]  # per question, its targets in target_ids [lo, hi)
+    video_labels: torch.Tensor  # (clips, frames, len(VIDEO_LABELS)) what each sampled frame shows
+    audio_labels: torch.Tensor  # (clips, seconds) the sound class of each second (SOUND_CLASSES)
 
     @property
     def clips(self) -> int:
@@ -101,11 +104,12 @@ class BatchMaker:
         return self.builder.from_media(question, media_of(chunk, self.cfg))
 
     def make(self, seeds: list[int], rng: np.random.Generator) -> Batch:
-        pixels, mels, tails, questions = [], [], [], []
+        pixels, mels, tails, questions, labels = [], [], [], [], []
         prefix: Prefix | None = None
         for seed in seeds:
             ex = example(seed, self.words)
             chunk = self.chunk(ex)
+            labels.append(probe_labels(ex.scene, chunk.timeline.frame_times))
             pixels.append(chunk.pixels)
             audio = [c for c in encoded_chunks(media_of(chunk, self.cfg)) if isinstance(c, AudioChunk)]
             mels.append(audio[0].mel)
@@ -113,7 +117,8 @@ class BatchMaker:
                 prompt = self.prompt(chunk, q.question)
                 tail = prompt.chunks[-1]
                 assert isinstance(tail, TextChunk)
-                p = Prefix.of(prompt.plan, len(prompt.plan) - len(tail.ids), audio[0].timeline.n_tokens)
+                real = replace(audio[0].timeline, trimmed=True).n_tokens
+                p = Prefix.of(prompt.plan, len(prompt.plan) - len(tail.ids), real)
                 if prefix is None:
                     prefix = p
                 elif not prefix.same_as(p):
@@ -122,7 +127,33 @@ class BatchMaker:
                 tails.append((list(tail.ids), answer))
                 questions.append(q)
         assert prefix is not None
-        return _collate(pixels, mels, prefix, tails, questions)
+        return _collate(pixels, mels, prefix, tails, questions, labels)
+
+
+VIDEO_LABELS = (*COLOURS, *SHAPES)
+SOUND_CLASSES = (
+    "none",
+    *(f"beeps {n}" for n in (1, 2, 3)),
+    *(f"tone {p}" for p in PITCHES),
+    "alarm",
+    *(f"word {w}" for w in WORDS),
+)
+
+
+def probe_labels(scene: Scene, frame_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the media probe is taught (`loop.MediaProbe`): per sampled frame, the colours and shapes
+    on screen; per second, the sound that starts in it."""
+    video = np.zeros((frame_times.size, len(VIDEO_LABELS)), np.float32)
+    for f, t in enumerate(frame_times):
+        for shape in scene.shapes:
+            if shape.start <= t < shape.end:
+                video[f, VIDEO_LABELS.index(shape.colour)] = 1
+                video[f, VIDEO_LABELS.index(shape.shape)] = 1
+    audio = np.zeros(scene.duration, np.int64)
+    for ev in scene.sounds:
+        name = "alarm" if ev.kind == "alarm" else f"{ev.kind} {ev.detail}"
+        audio[ev.second] = SOUND_CLASSES.index(name)
+    return video, audio
 
 
 def media_of(chunk: VideoChunk, cfg: OmniVinciConfig) -> list:
@@ -130,8 +161,6 @@ def media_of(chunk: VideoChunk, cfg: OmniVinciConfig) -> list:
     track and then the video (the official non-interleaved layout)."""
     if cfg.interleaved_vis_aud_in_video or chunk.track is None:
         return [chunk]
-    from dataclasses import replace
-
     return [chunk.track, replace(chunk, track=None)]
 
 
@@ -155,6 +184,7 @@ def _collate(
     prefix: Prefix,
     tails: list[tuple[list[int], list[int]]],
     questions: list[Question],
+    labels: list[tuple[np.ndarray, np.ndarray]],
 ) -> Batch:
     width = max(len(q) + len(a) for q, a in tails)
     ids = np.zeros((len(tails), width), np.int64)
@@ -176,6 +206,8 @@ def _collate(
         target_ids=torch.tensor(targets),
         questions=questions,
         answer_spans=spans,
+        video_labels=torch.from_numpy(np.stack([v for v, _ in labels])),
+        audio_labels=torch.from_numpy(np.stack([a for _, a in labels])),
     )
 
 

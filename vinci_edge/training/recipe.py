@@ -25,9 +25,9 @@ PRESET = "avtask"
 
 @dataclass(frozen=True)
 class Recipe:
-    steps: int = 1500
+    steps: int = 4000
     clips_per_step: int = 4
-    questions_per_clip: int = 8
+    questions_per_clip: int = 16
     lr: float = 1.5e-3
     min_lr_fraction: float = 0.1
     warmup_steps: int = 100
@@ -36,6 +36,7 @@ class Recipe:
     align_weight: float = 0.2  # OmniAlignNet's loss, added to the LM loss
     align_layers: int = 3  # per the paper: three self-attention layers per branch
     align_temperature: float = 0.07
+    probe_weight: float = 1.0  # the media probe's loss (loop.MediaProbe), training only
     seed: int = 0
     ablation: str = "none"
 

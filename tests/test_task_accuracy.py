@@ -1,0 +1,91 @@
+"""The shipped trained checkpoint (checkpoints/avtask) still answers: exported to an engine, it gets
+the recorded share of a small fixed held-out subset right, and agrees with the PyTorch reference;
+the accuracy arithmetic and the task-eval command's refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vinci_edge.avtask.speech import espeak_available
+from vinci_edge.evaluation.task_eval import accuracy, wilson
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "avtask"
+RECORD = json.loads((SHIPPED / "ci_subset.json").read_text()) if (SHIPPED / "ci_subset.json").exists() else None
+needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+
+
+def test_the_checkpoint_is_shipped_with_its_record():
+    assert (SHIPPED / "config.json").is_file() and (SHIPPED / "llm" / "tokenizer.json").is_file()
+    record = json.loads((SHIPPED / "training_record.json").read_text())
+    assert record["steps"] == record["recipe"]["steps"]
+    assert RECORD is not None and RECORD["n"] >= 50
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory):
+    from vinci_edge.avtask.dataset import held_out_seeds, write_split
+
+    folder = tmp_path_factory.mktemp("subset")
+    write_split(folder, held_out_seeds(RECORD["clips"]))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shipped_engine(tmp_path_factory):
+    from vinci_edge.export.engine import export_engine
+
+    out = tmp_path_factory.mktemp("engine") / "avtask"
+    export_engine(SHIPPED, out)
+    return out
+
+
+@needs_espeak
+def test_the_exported_engine_reaches_the_recorded_accuracy(subset, shipped_engine):
+    from vinci_edge.evaluation.answerers import EngineAnswerer, ReferenceAnswerer
+    from vinci_edge.evaluation.task_eval import agreement, evaluate
+
+    engine = evaluate(subset, EngineAnswerer("fp32", shipped_engine))
+    # One question of slack: another CPU's float rounding may flip one near-tied greedy answer.
+    assert sum(s.right for s in engine) >= RECORD["right"] - 1, accuracy(engine)["overall"]
+    reference = evaluate(subset, ReferenceAnswerer("reference", SHIPPED))
+    assert agreement(engine, reference)["same_answer"] >= len(engine) - 1
+
+
+def test_wilson_interval_matches_known_values():
+    lo, hi = wilson(90, 100)
+    assert lo == pytest.approx(0.8256, abs=1e-4) and hi == pytest.approx(0.9448, abs=1e-4)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def test_accuracy_groups_by_category_and_template():
+    from vinci_edge.evaluation.task_eval import Scored
+
+    scored = [
+        Scored("c", 1, "vision", "colour_of_shape", "q", "red", "red", True),
+        Scored("c", 1, "vision", "count_shapes", "q", "2", "3", False),
+        Scored("c", 1, "time", "alarm_second", "q", "4", "4", True),
+    ]
+    acc = accuracy(scored)
+    assert acc["overall"]["right"] == 2 and acc["overall"]["n"] == 3
+    assert acc["categories"]["vision"]["accuracy"] == 0.5
+    assert acc["templates"]["alarm_second"]["accuracy"] == 1.0
+
+
+def test_task_eval_refuses_bad_requests_in_one_line(tmp_path, capsys):
+    from vinci_edge.cli import run
+
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "split.json").write_text('{"generator_version": 1}')
+    assert run(["task-eval", "--split", str(split), "--out", str(tmp_path / "r")]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert run(["task-eval", "--split", str(tmp_path), "--checkpoint", "x", "--out", "r"]) == 2
+    assert "is not a task split" in capsys.readouterr().err
+    bad = ["task-eval", "--split", str(split), "--engine", "nonsense", "--out", "r"]
+    assert run(bad) == 2
+    assert "is not NAME=FOLDER" in capsys.readouterr().err
+    assert run(["task-split", "--out", str(tmp_path / "s"), "--start", "99999", "--clips", "5"]) == 2
+    assert "runs past" in capsys.readouterr().err
