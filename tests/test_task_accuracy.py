@@ -13,7 +13,8 @@ from vinci_edge.avtask.speech import espeak_available
 from vinci_edge.evaluation.task_eval import accuracy, wilson
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "avtask"
-RECORD = json.loads((SHIPPED / "ci_subset.json").read_text()) if (SHIPPED / "ci_subset.json").exists() else None
+CI_SUBSET = SHIPPED / "ci_subset.json"
+RECORD = json.loads(CI_SUBSET.read_text()) if CI_SUBSET.exists() else None
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
 
