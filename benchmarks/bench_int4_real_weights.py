@@ -34,7 +34,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import BENCH, say
+from common import BENCH, machine_info, print_machine, say
 
 from vinci_edge.quantization import float_min
 from vinci_edge.quantization import graph as g
@@ -121,6 +121,7 @@ def logits(p: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    print_machine(machine_info(torch_blas=False))
     path = model_path()
     names, batch = photos()
     say(f"{path.name}: {len(names)} photos of {IMAGES}")

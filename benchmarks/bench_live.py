@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import BENCH, clip, engine_for, say
+from common import BENCH, clip, engine_for, machine_info, print_machine, say
 
 from vinci_edge.generation import GenerationConfig
 
@@ -447,6 +447,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=2048, help="window positions of the ingest runs")
     ap.add_argument("--soak-fps", type=float, default=None, help="soak at this rate, no probes")
     args = ap.parse_args()
+    print_machine(machine_info(torch_blas=False))
     parts = set(args.parts.split(","))
     engine = engine_for(nano_smol_checkpoint(), "nano-smol-fp32-8k", max_context=8192)
     media = clip()

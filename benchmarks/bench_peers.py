@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import BENCH, engine_for, median, say, smol_checkpoint
+from common import BENCH, engine_for, machine_info, median, print_machine, say, smol_checkpoint
 
 from vinci_edge.assets import smollm2_gguf
 from vinci_edge.profiling import bandwidth, svg
@@ -310,6 +310,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--engine", type=Path, action="append", help="another vinci-edge engine (e.g. INT4)")
     args = ap.parse_args()
+    print_machine(machine_info(torch_blas=True))
 
     ckpt = smol_checkpoint()
     engine = engine_for(ckpt, "smol-fp32")

@@ -41,7 +41,17 @@ import time
 import traceback
 from pathlib import Path
 
-from common import BENCH, clip, engine_for, median, nano_checkpoint, say, smol_checkpoint
+from common import (
+    BENCH,
+    clip,
+    engine_for,
+    machine_info,
+    median,
+    nano_checkpoint,
+    print_machine,
+    say,
+    smol_checkpoint,
+)
 
 QUANT = BENCH / "quant"
 QUESTION = "Describe what happens in this clip."
@@ -303,6 +313,7 @@ def main() -> None:
     ap.add_argument("--answer-tokens", type=int, default=32)
     ap.add_argument("--nano", action="store_true", help="also the nano towers row (accuracy phase)")
     args = ap.parse_args()
+    print_machine(machine_info(torch_blas=True))
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import BENCH, clip, engine_for, say
+from common import BENCH, clip, engine_for, machine_info, print_machine, say
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's vinci_edge, also from a git worktree
@@ -336,6 +336,7 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=4.0, help="seconds between one camera's questions")
     ap.add_argument("--counts", default=",".join(map(str, STREAM_COUNTS)))
     args = ap.parse_args()
+    print_machine(machine_info(torch_blas=False))
     parts = set(args.parts.split(","))
     OUT.mkdir(parents=True, exist_ok=True)
     engine = engine_for(tiny_checkpoint(), "tiny-4k", max_context=4096)

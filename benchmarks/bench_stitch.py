@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from common import machine_info, print_machine
 
 from vinci_edge import crte
 from vinci_edge.kinds import Kind
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
+    print_machine(machine_info(torch_blas=False))
 
     x = make_inputs()
     n, dim = len(x.plan), x.text_table.shape[1]

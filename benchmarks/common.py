@@ -1,8 +1,13 @@
-"""Shared set-up for benchmarks: cached checkpoints/engines under work-dirs/bench, a real clip."""
+"""Shared set-up for benchmarks: cached checkpoints/engines under work-dirs/bench, a real clip, and
+what machine a figure came from (machine_info: every benchmark prints it and writes it to its JSON;
+a ratio from one CPU kind is not a claim about another)."""
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
+import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "work-dirs" / "bench"
@@ -63,3 +68,89 @@ def smol_checkpoint() -> Path:
         say(f"making the SmolLM2 checkpoint from {gguf.name}")
         init_checkpoint("tiny", ckpt, seed=0, llm_gguf=gguf, progress=say)
     return ckpt
+
+
+# The instruction sets that decide which kernels ONNX Runtime and PyTorch pick (names as /proc/cpuinfo
+# spells them): x86 AVX2 / AVX-512 / VNNI / AMX, Arm dot products, int8 matrix multiply and SVE.
+ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+    "amx_int8", "amx_bf16", "asimddp", "i8mm", "sve", "sve2",
+)  # fmt: skip
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """(model name, flags) from /proc/cpuinfo; ('', set()) where there is none (macOS, Windows)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "", set()
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def machine_info(torch_blas: bool = False) -> dict:
+    """The CPU (model, ISA flags, cores and the threads this process may use), ONNX Runtime's version
+    and providers, and - with `torch_blas`, for benchmarks that time the PyTorch reference - the
+    BLAS / oneDNN PyTorch was built with and its thread count."""
+    model, flags = _cpuinfo()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    info: dict = {
+        "cpu": model or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "isa": [f for f in ISA_FLAGS if f in flags],
+        "cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "python": sys.version.split()[0],
+    }
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime"] = ort.__version__
+        info["ort_providers"] = ort.get_available_providers()
+    except ImportError:
+        info["onnxruntime"] = None
+    if torch_blas:
+        info["torch"] = _torch_info()
+    return info
+
+
+def _torch_info() -> dict | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    config = torch.__config__.show()
+    blas = next(
+        (x.split("=", 1)[1] for x in config.replace(",", "\n").splitlines() if "BLAS_INFO=" in x), "?"
+    )
+    return {
+        "version": torch.__version__,
+        "blas": blas.strip(),
+        "mkl": torch.backends.mkl.is_available(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")(),
+    }
+
+
+def print_machine(info: dict) -> None:
+    """Two or three lines: what the figures below were measured on."""
+    isa = ", ".join(info["isa"]) or "none of " + "/".join(ISA_FLAGS[:4])
+    say(f"CPU: {info['cpu']} ({info['arch']}; {isa}); {info['usable_cpus']} of {info['cpus']} CPUs usable")
+    say(f"ONNX Runtime {info.get('onnxruntime')} ({', '.join(info.get('ort_providers') or [])})")
+    t = info.get("torch")
+    if t:
+        say(
+            f"PyTorch {t['version']}: BLAS {t['blas']}, MKL {t['mkl']}, oneDNN {t['mkldnn']}, "
+            f"{t['threads']} threads, CPU capability {t['cpu_capability']}"
+        )

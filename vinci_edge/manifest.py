@@ -144,6 +144,34 @@ _DECODER_INTS = (
 )
 
 
+@dataclass(frozen=True)
+class PrefillGraph:
+    """A decoder graph for prefills beside the decoder stage's own (JSON key "prefill" of its entry):
+    the same inputs, outputs and KV cache, other kernels for the same weights, in the same weights file
+    (`int8-compute`: integer GEMMs with per-token activation scales, see quantization/int8_compute.py).
+    The runtime runs it for appends of at least `min_positions` positions, the stage's graph for the
+    rest. Engines without one run every append on the stage's graph."""
+
+    file: str
+    min_positions: int
+    ort_optimization: str = "all"
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> PrefillGraph:
+        d = _object(d, where)
+        n = _get(d, "min_positions", int, where)
+        if n < 2:
+            raise EngineError(f"the manifest's {where} min_positions {n} is below 2", hint=REEXPORT)
+        return cls(_get(d, "file", str, where), n, _opt(d, "ort_optimization", str, where) or "all")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "min_positions": self.min_positions,
+            "ort_optimization": self.ort_optimization,
+        }
+
+
 @dataclass
 class StageEntry:
     """One stage graph of the engine."""
@@ -158,6 +186,7 @@ class StageEntry:
     decoder: DecoderSpec | None = None  # the decoder stage's spec (JSON key "spec")
     precision: str | None = None  # set by quantize: "int8", "int4", ... (None: as exported)
     ort_optimization: str = "all"  # ONNX Runtime graph optimization the graph needs ("basic" for FP8)
+    prefill: PrefillGraph | None = None  # the decoder's prefill graph, when quantize wrote one
 
     @classmethod
     def from_dict(cls, name: str, d: Any, where: str | None = None) -> StageEntry:
@@ -176,6 +205,8 @@ class StageEntry:
         )
         if name == DECODER:
             entry.decoder = DecoderSpec.from_dict(_get(d, "spec", dict, where), f"{where} spec")
+            if d.get("prefill") is not None:
+                entry.prefill = PrefillGraph.from_dict(d["prefill"], f"{where} prefill")
         return entry
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,6 +223,8 @@ class StageEntry:
             out["precision"] = self.precision
         if self.ort_optimization != "all":
             out["ort_optimization"] = self.ort_optimization
+        if self.prefill is not None:
+            out["prefill"] = self.prefill.to_dict()
         return out
 
     def output(self, name: str) -> TensorInfo | None:

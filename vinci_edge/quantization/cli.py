@@ -21,6 +21,11 @@ PRECISION_HELP = """\
 precisions (one for every stage, or STAGE=PRECISION,... per stage):
   int8-dynamic  CPU (ONNX Runtime): int8 weights in blocks of 32 + int8 activations computed at run
                 time (MatMulNBits 8-bit). No calibration. The fast CPU choice.
+  int8-compute  CPU (ONNX Runtime): int8 x int8 integer GEMMs for time to first token: towers with
+                one activation scale per call (DynamicQuantizeMatMul); the decoder's prefill with a
+                scale per position (MatMulInteger), its decode steps on MatMulNBits 8-bit, both on
+                one int8 weights file. No calibration. --int8-range full: 8-bit activations, only
+                for CPUs with VNNI / AMX or Arm dot products (default reduced: exact everywhere).
   int4          CPU (ONNX Runtime): 4-bit weights in blocks of 32 with a scale and a float
                 minimum each (as GGUF Q4_1; MatMulNBits), the LM head at 8 bits (--head-bits 4:
                 at 4, faster, less accurate). No calibration.
@@ -43,7 +48,8 @@ texts in /usr/share/common-licenses except GPL-3 (kept for the perplexity measur
 --calib-video / --calib-audio / --calib-text where they are not installed or to use your own.
 
 targets (--target checks the precisions before any work; leave it out to skip the check):
-  cpu     int8-dynamic, int4        orin    + int8, int4-awq, int4-dq (no FP8)
+  cpu     int8-dynamic, int8-compute, int4
+  orin    the cpu ones + int8, int4-awq, int4-dq (no FP8)
   thor, ada, hopper                 every precision
 """
 
@@ -67,6 +73,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         smoothquant=args.smoothquant,
         keep_fp32=args.keep_fp32.split(",") if args.keep_fp32 else None,
         head_bits=args.head_bits,
+        int8_range=args.int8_range,
         force=args.force,
         progress=_say,
     )
@@ -93,8 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--precision",
         required=True,
         metavar="SPEC",
-        help="a precision for every stage (int8-dynamic, int4, int8, fp8, int4-awq, int4-dq) or "
-        "STAGE=PRECISION,... (see below)",
+        help="a precision for every stage (int8-dynamic, int8-compute, int4, int8, fp8, int4-awq, "
+        "int4-dq) or STAGE=PRECISION,... (see below)",
     )
     p.add_argument(
         "--target",
@@ -153,6 +160,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=opt.IntChoice((8, 4)),
         help="the LM head's bits at int4 (default 8). 4: a faster decode step for some accuracy "
         "(SmolLM2: 4-6%% faster a step, +2.9%% perplexity instead of -0.2%%, top-1 agreement 0.84)",
+    )
+    p.add_argument(
+        "--int8-range",
+        choices=["reduced", "full"],
+        help="int8-compute's integer range: reduced (default; 7-bit where x86 CPUs without VNNI "
+        "would saturate, exact on every CPU) or full (8-bit; only for CPUs with VNNI / AMX or Arm "
+        "dot products)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it is an engine folder")
     p.add_argument("--json", action="store_true", help="print the per-stage precision record as JSON")

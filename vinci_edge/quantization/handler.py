@@ -2,7 +2,7 @@
 
 A handler turns one fp32 stage graph into its quantized variant. The model and export code never see
 handlers: a handler reads the exported graph, writes a new one, and says what it did (for the
-manifest). One handler per precision, in int8.py, fp8.py and int4.py.
+manifest). One handler per precision, in int8.py, int8_compute.py, fp8.py and int4.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vinci_edge.manifest import DecoderSpec, StageEntry
+from vinci_edge.manifest import DecoderSpec, PrefillGraph, StageEntry
 from vinci_edge.progress import Progress, silent
 from vinci_edge.quantization.calibration import CalibrationSet
 
@@ -43,6 +43,7 @@ class StageResult:
     external_data: str | None = None  # name of the .data file, if any
     ort_optimization: str = "all"  # the ONNX Runtime optimisation level the graph needs
     details: dict[str, Any] = field(default_factory=dict)
+    prefill: PrefillGraph | None = None  # a decoder prefill graph written beside `dst` (int8_compute.py)
 
 
 class Handler(Protocol):

@@ -36,15 +36,22 @@ from vinci_edge.quantization.handler import Handler, StageJob
 from vinci_edge.quantization.int4 import HEAD_BITS, Int4, Int4Awq
 from vinci_edge.quantization.int4_dq import Int4Dq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
+from vinci_edge.quantization.int8_compute import INT8_RANGES, Int8Compute
 from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
 from vinci_edge.stages import STAGE_NAMES
 
 HANDLERS: dict[str, Handler] = {
-    h.precision: h for h in (Int8Dynamic(), Int8Static(), Fp8(), Int4(), Int4Awq(), Int4Dq())
+    h.precision: h for h in (Int8Dynamic(), Int8Compute(), Int8Static(), Fp8(), Int4(), Int4Awq(), Int4Dq())
 }
 SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic")
 KEEP_FP32_PRECISIONS = ("int8", "fp8")
+
+
+_RANGE_HINT = (
+    "reduced (default: exact on every CPU) or full (8-bit activations: CPUs with VNNI / AMX, Arm dot "
+    "products; docs/quantization.md, 'int8-compute')"
+)
 
 
 def parse_precisions(spec: str, stages: list[str]) -> dict[str, str]:
@@ -133,6 +140,7 @@ def quantize_engine(
     smoothquant: float | None = None,
     keep_fp32: list[str] | None = None,
     head_bits: int | None = None,
+    int8_range: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
     handlers: dict[str, Handler] | None = None,
@@ -181,6 +189,14 @@ def quantize_engine(
                 "--head-bits applies to the decoder at int4 or int4-dq",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
             )
+    if int8_range is not None:
+        if int8_range not in INT8_RANGES:
+            raise ConfigError(
+                f"--int8-range {int8_range!r} is not one of {', '.join(INT8_RANGES)}", hint=_RANGE_HINT
+            )
+        if "int8-compute" not in precisions.values():
+            raise ConfigError("--int8-range applies to int8-compute stages", hint=_RANGE_HINT)
+        handlers = {"int8-compute": Int8Compute(int8_range=int8_range), **(handlers or {})}
     registry = {**HANDLERS, **(handlers or {})}
     by_stage = {s: registry[p] for s, p in precisions.items() if p != "fp32"}
     if not by_stage:
@@ -232,6 +248,9 @@ def quantize_engine(
             t0 = time.perf_counter()
             result = handler.run(job)
             _keep_provenance(job.src, job.dst)
+            if result.prefill is not None:  # a decoder prefill graph beside the stage's (int8_compute.py)
+                _keep_provenance(job.src, tmp / result.prefill.file)
+                entry.prefill = result.prefill
             shutil.rmtree(job.workdir, ignore_errors=True)
             versions[result.tool] = result.tool_version
             entry.external_data = result.external_data
@@ -263,6 +282,7 @@ def quantize_engine(
             "smoothquant": smoothquant,
             "keep_fp32": list(keep),
             "head_bits": head_bits,
+            **({"int8_range": int8_range or "reduced"} if "int8-compute" in precisions.values() else {}),
             "calibration": calibration.record if calibration else None,
             "vinci_edge": __version__,
         }

@@ -1,17 +1,17 @@
 """Which precisions a deployment target can run, checked before any work is done.
 
 A target is where the engine will run, not where it is quantized (quantizing always runs on this
-machine's CPU). The TensorRT precisions (`int8`, `fp8`, `int4-awq`, `int4-dq`) are Q/DQ graphs for TensorRT's
-builder; the CPU precisions (`int8-dynamic`, `int4`) use ONNX Runtime kernels, which also run on a
-Jetson's Arm cores. FP8 needs FP8 tensor cores: Ada (sm_89), Hopper (sm_90) and Blackwell/Thor
-(sm_110), not Orin's Ampere (sm_87).
+machine's CPU). The TensorRT precisions (`int8`, `fp8`, `int4-awq`, `int4-dq`) are Q/DQ graphs for
+TensorRT's builder; the CPU precisions (`int8-dynamic`, `int8-compute`, `int4`) use ONNX Runtime
+kernels, which also run on a Jetson's Arm cores. FP8 needs FP8 tensor cores: Ada (sm_89), Hopper
+(sm_90) and Blackwell/Thor (sm_110), not Orin's Ampere (sm_87).
 """
 
 from __future__ import annotations
 
 from vinci_edge.errors import ConfigError
 
-CPU_PRECISIONS = ("int8-dynamic", "int4")
+CPU_PRECISIONS = ("int8-dynamic", "int8-compute", "int4")
 TRT_PRECISIONS = ("int8", "fp8", "int4-awq", "int4-dq")
 ALL_PRECISIONS = ("fp32", *CPU_PRECISIONS, *TRT_PRECISIONS)
 

@@ -6,11 +6,17 @@ into them and nothing is copied per token. `append` adds positions to the cache 
 step, or - for live streams - a new question after earlier ones) and returns the last position's
 logits; `rewind` drops positions (reuse a cached prefix), `reset` empties it. `prefill` and `step`
 are what the shared decode loop (`vinci_edge.generation.generate`) calls.
+
+An engine may hold a prefill graph beside the decoder's (manifest `PrefillGraph`; `int8-compute`):
+the same inputs, outputs and weights file, other kernels. It gets a session of its own bound to the
+same KV buffers, and runs every append of at least `min_positions` positions; shorter ones (decode
+steps) run the decoder's graph.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,7 +24,7 @@ import numpy as np
 
 from vinci_edge import stages as st
 from vinci_edge.errors import EngineError, PromptError
-from vinci_edge.manifest import DecoderSpec
+from vinci_edge.manifest import DecoderSpec, PrefillGraph
 from vinci_edge.runtime.backend import (
     SessionSettings,
     check_provenance,
@@ -39,14 +45,25 @@ class OrtDecoder:
         context: int | None = None,
         embed_table: np.ndarray | None = None,
         provenance: Mapping[str, str] | None = None,
+        prefill: PrefillGraph | None = None,
     ):
         """`embed_table`: the LLM's input embeddings (vocab, D), which `step` reads a token's row from.
-        `provenance`: the props the graph must carry (`Manifest.stage_props`); None: not checked."""
+        `provenance`: the props the graph must carry (`Manifest.stage_props`); None: not checked.
+        `prefill`: the engine's prefill graph (its file beside `path`), or None."""
         self.spec = spec
         self.embed_table = embed_table
         self.session = make_session(path, settings)
         if provenance is not None:
             check_provenance(self.name, path, graph_props(self.session), provenance)
+        self.prefill_session, self.prefill_min = None, None
+        if prefill is not None:
+            prefill_path = Path(path).with_name(prefill.file)
+            self.prefill_session = make_session(
+                prefill_path, dataclasses.replace(settings, optimization=prefill.ort_optimization)
+            )
+            if provenance is not None:
+                check_provenance(self.name, prefill_path, graph_props(self.prefill_session), provenance)
+            self.prefill_min = prefill.min_positions
         self.provider = self.session.get_providers()[0]
         self.dtype = np.float16 if spec.dtype == "float16" else np.float32
         self.context = spec.max_context if context is None else min(context, spec.max_context)
@@ -62,16 +79,21 @@ class OrtDecoder:
         device = "cuda" if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
         shape = (1, spec.kv_heads, self.context, spec.head_dim)
         self.io = self.session.io_binding()
+        # The prefill graph's binding: the same buffers, so either graph continues the other's cache.
+        self.prefill_io = self.prefill_session.io_binding() if self.prefill_session is not None else None
+        bindings = [b for b in (self.io, self.prefill_io) if b is not None]
         self.kv = []
         for i in range(spec.num_layers):
             for kind in ("key", "value"):
                 buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, self.dtype, device, 0)
-                self.io.bind_ortvalue_input(f"past_{kind}_{i}", buf)
-                self.io.bind_ortvalue_output(f"present_{kind}_{i}", buf)
+                for io in bindings:
+                    io.bind_ortvalue_input(f"past_{kind}_{i}", buf)
+                    io.bind_ortvalue_output(f"present_{kind}_{i}", buf)
                 self.kv.append(buf)
         # Logits live in host memory whatever the provider: ORT copies the one row out for us.
         self.logits = ort.OrtValue.ortvalue_from_shape_and_type((1, 1, spec.vocab_size), self.dtype, "cpu", 0)
-        self.io.bind_ortvalue_output("logits", self.logits)
+        for io in bindings:
+            io.bind_ortvalue_output("logits", self.logits)
 
     def sibling(self) -> OrtDecoder:
         """An empty decoder of its own cache on this decoder's ONNX Runtime session: many live
@@ -99,10 +121,13 @@ class OrtDecoder:
                 "--max-context",
             )
         x = np.ascontiguousarray(embeds[None], dtype=self.dtype)
-        self.io.bind_cpu_input("inputs_embeds", x)
-        self.io.bind_cpu_input("seqlens_k", np.array([total - 1], np.int32))
-        self.io.bind_cpu_input("total_sequence_length", np.array(total, np.int32))
-        self.session.run_with_iobinding(self.io)
+        session, io = self.session, self.io
+        if self.prefill_session is not None and n >= self.prefill_min:
+            session, io = self.prefill_session, self.prefill_io
+        io.bind_cpu_input("inputs_embeds", x)
+        io.bind_cpu_input("seqlens_k", np.array([total - 1], np.int32))
+        io.bind_cpu_input("total_sequence_length", np.array(total, np.int32))
+        session.run_with_iobinding(io)
         self.length = total
         return self.logits.numpy().reshape(-1).astype(np.float32, copy=False)
 

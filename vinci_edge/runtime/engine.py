@@ -53,6 +53,10 @@ class Engine:
                 raise EngineError(f"{what} file {f.name} is missing from {self.folder}", hint=REEXPORT)
             if stage.external_data and not (self.folder / stage.external_data).is_file():
                 raise EngineError(f"{stage.external_data} (weights of {what}) is missing", hint=REEXPORT)
+            if stage.prefill is not None and not (self.folder / stage.prefill.file).is_file():
+                raise EngineError(
+                    f"{stage.prefill.file} (the prefill graph of {what}) is missing", hint=REEXPORT
+                )
         if not self.embed_path.is_file():
             raise EngineError(f"{self.embed_path.name} is missing from {self.folder}", hint=REEXPORT)
         if (

@@ -80,8 +80,14 @@ class EngineStages:
         provenance = self.engine.manifest.stage_props(name)
         with self._load_metrics().stage(m.LOAD, stage=name) as attrs:
             if name == st.DECODER:
-                kind = PortableDecoder if self.decoder_graph == PORTABLE else OrtDecoder
-                runner = kind(path, spec.decoder, settings, self.context, self.text_table, provenance)
+                if self.decoder_graph == PORTABLE:
+                    runner = PortableDecoder(
+                        path, spec.decoder, settings, self.context, self.text_table, provenance
+                    )
+                else:
+                    runner = OrtDecoder(
+                        path, spec.decoder, settings, self.context, self.text_table, provenance, spec.prefill
+                    )
             else:
                 runner = OrtStage(name, path, settings, spec, MAX_BATCH.get(name), provenance)
             attrs["provider"] = runner.provider

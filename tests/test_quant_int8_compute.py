@@ -1,0 +1,196 @@
+"""`int8-compute` (quantization/int8_compute.py): integer GEMMs where they pay, one int8 weights file.
+
+The tiny engine quantized once (the session's `quantized` fixture, --int8-range reduced), and once
+more at --int8-range full. Its accuracy against fp32 on the real clip is in test_quant_precisions.py
+(COSINE_FLOOR); here: which kernels sit where, that the two decoder graphs share one weights file
+byte for byte, that the runtime sends prompts to the prefill graph and decode steps to the other,
+and what is refused.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from quant_helpers import _manifest, _weight_matmul_names, cosine
+
+from vinci_edge.errors import ConfigError, EngineError
+from vinci_edge.manifest import Manifest, PrefillGraph
+from vinci_edge.quantization import graph as g
+from vinci_edge.quantization.int8_compute import PREFILL_FILE, PREFILL_MIN, Int8Compute, layer_kind
+
+
+def _ops(path) -> dict[str, int]:
+    return g.op_counts(onnx.load(str(path), load_external_data=False))
+
+
+def _external(path) -> dict[str, tuple]:
+    """initializer name -> (location, offset, length) of the tensors stored outside the graph."""
+    out = {}
+    for t in onnx.load(str(path), load_external_data=False).graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            ext = {e.key: e.value for e in t.external_data}
+            out[t.name] = (ext["location"], int(ext.get("offset", 0)), int(ext["length"]))
+    return out
+
+
+def test_towers_run_integer_gemms_on_every_linear_layer(quantized, tiny_engine):
+    engine = quantized("int8-compute")
+    for stage in ("vision", "audio"):
+        ops = _ops(engine / f"{stage}.onnx")
+        linear = len(_weight_matmul_names(tiny_engine / f"{stage}.onnx"))
+        integer = ops.get("DynamicQuantizeMatMul", 0) + ops.get("MatMulInteger", 0)
+        assert integer == linear, (stage, ops)
+        rec = _manifest(engine)["precision"][stage]["details"]
+        assert rec["layers"]["linear"]["count"] == linear
+        assert "per-tensor" in rec["layers"]["linear"]["activations"]
+        assert rec["int8_range"] == "reduced"
+
+
+def test_decoder_decode_graph_is_weight_only_and_prefill_graph_is_integer(quantized, tiny_engine):
+    engine = quantized("int8-compute")
+    linear = len(_weight_matmul_names(tiny_engine / "decoder.onnx"))  # layers + the head
+    decode, prefill = _ops(engine / "decoder.onnx"), _ops(engine / PREFILL_FILE)
+    assert decode.get("MatMulNBits") == linear and "MatMul" not in decode and "MatMulInteger" not in decode
+    assert prefill.get("MatMulInteger") == linear - 1  # every layer but the head (one position)
+    assert prefill.get("MatMulNBits") == 1 and "MatMul" not in prefill
+    man = Manifest.read(engine)
+    assert man.stages["decoder"].prefill == PrefillGraph(PREFILL_FILE, PREFILL_MIN)
+    layers = man.precision["decoder"]["details"]["layers"]
+    assert set(layers) == {"qkv", "o_proj", "gate_up", "down_proj", "lm_head"}
+    assert "per-token" in layers["down_proj"]["prefill"]["activations"]
+    assert layers["down_proj"]["decode"]["kernel"].startswith("MatMulNBits")
+
+
+def test_the_two_decoder_graphs_share_one_weights_file(quantized, tiny_engine):
+    """Weights once: every int8 weight of the prefill graph is the decode graph's, the same byte range
+    of decoder.onnx.data; no fp32 copy of a linear layer remains anywhere."""
+    engine = quantized("int8-compute")
+    decode, prefill = _external(engine / "decoder.onnx"), _external(engine / PREFILL_FILE)
+    weights = {n for n in prefill if n.endswith(".w_u8")}
+    assert len(weights) == len(_weight_matmul_names(tiny_engine / "decoder.onnx")) - 1
+    assert all(prefill[n] == decode[n] for n in weights)
+    assert {loc for loc, _, _ in prefill.values()} == {"decoder.onnx.data"}
+    assert not (engine / (PREFILL_FILE + ".data")).exists()
+    fp32_names = {
+        t.name
+        for t in onnx.load(str(tiny_engine / "decoder.onnx"), load_external_data=False).graph.initializer
+    }
+    for graph in ("decoder.onnx", PREFILL_FILE):
+        model = onnx.load(str(engine / graph), load_external_data=False)
+        left = {t.name for t in model.graph.initializer} & fp32_names
+        assert not any(n.endswith(("_w", ".qkv_w")) for n in left), left
+    # the int8 weights are what the data file holds: about a quarter of the fp32 decoder's bytes
+    assert g.stage_bytes(engine, "decoder.onnx") < 0.45 * g.stage_bytes(tiny_engine, "decoder.onnx")
+
+
+def test_prompts_run_the_prefill_graph_and_steps_the_decode_graph(quantized, tiny_engine, stage_inputs):
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    embeds = stage_inputs["decoder"]["embeds"]
+    assert embeds.shape[0] >= PREFILL_MIN
+    dec = Pipeline.from_engine(quantized("int8-compute")).decoder
+    ref = Pipeline.from_engine(tiny_engine).decoder
+    calls = {"prefill": 0, "decode": 0}
+    for attr, key in (("prefill_session", "prefill"), ("session", "decode")):
+        session = getattr(dec, attr)
+        run = session.run_with_iobinding
+
+        def counted(io, *a, run=run, key=key, **k):
+            calls[key] += 1
+            return run(io, *a, **k)
+
+        session.run_with_iobinding = counted
+    dec.reset()
+    ref.reset()
+    rows = [dec.append(embeds).copy()]
+    want = [ref.append(embeds).copy()]
+    for tok in stage_inputs["decoder"]["tokens"][:3]:  # decode steps continue the prefill's KV cache
+        rows.append(dec.step(tok).copy())
+        want.append(ref.step(tok).copy())
+    assert calls == {"prefill": 1, "decode": 3}
+    # --int8-range reduced: 63 levels per position at prefill. Measured on this clip, worst row of
+    # the prefill + 5 steps: 0.984 (0.996 with the decode graph alone; 0.996 at --int8-range full).
+    assert cosine(np.stack(rows), np.stack(want)) >= 0.97
+    # a short append (under min_positions) is a decode-graph call
+    dec.append(embeds[: PREFILL_MIN - 1])
+    assert calls == {"prefill": 1, "decode": 4}
+
+
+def test_full_range_is_recorded_and_stays_close(tiny_engine, stage_inputs, fp32_outputs, tmp_path):
+    from quant_helpers import stage_outputs
+
+    from vinci_edge.quantization.quantize import quantize_engine
+
+    out = tmp_path / "full"
+    quantize_engine(tiny_engine, out, "int8-compute", int8_range="full")
+    man = _manifest(out)
+    assert man["quantization"]["int8_range"] == "full"
+    assert man["precision"]["decoder"]["details"]["int8_range"] == "full"
+    got = stage_outputs(out, stage_inputs)
+    for key, ref in fp32_outputs.items():
+        assert cosine(got[key], ref) >= (0.995 if key == "decoder" else 0.999), key
+
+
+def test_per_token_towers_are_a_switch(tiny_engine, tmp_path):
+    from vinci_edge.quantization.quantize import quantize_engine
+
+    out = tmp_path / "pt"
+    quantize_engine(
+        tiny_engine, out, "vision=int8-compute", handlers={"int8-compute": Int8Compute("per-token")}
+    )
+    ops = _ops(out / "vision.onnx")
+    assert ops.get("MatMulInteger") == len(_weight_matmul_names(tiny_engine / "vision.onnx"))
+    rec = _manifest(out)["precision"]["vision"]["details"]["layers"]["linear"]
+    assert "per-token" in rec["activations"]
+
+
+def test_refusals(tiny_engine, tmp_path):
+    from vinci_edge.quantization.quantize import quantize_engine
+
+    with pytest.raises(ConfigError, match="--int8-range applies to int8-compute"):
+        quantize_engine(tiny_engine, tmp_path / "a", "int4", int8_range="full")
+    with pytest.raises(ConfigError, match="--int8-range 'wide'"):
+        quantize_engine(tiny_engine, tmp_path / "b", "int8-compute", int8_range="wide")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ValueError):
+        Int8Compute(prefill_min=1)
+    with pytest.raises(ValueError):
+        Int8Compute("per-row")
+
+
+def test_cli_int8_range_is_a_choice(tmp_path, capsys):
+    from vinci_edge.cli import run
+
+    argv = ["quantize", "--engine", str(tmp_path / "e"), "--out", str(tmp_path / "o"), "--precision"]
+    assert run([*argv, "int8-compute", "--int8-range", "wide"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "argument --int8-range: invalid choice: 'wide'" in err[0] and len(err) == 2
+
+
+def test_manifest_prefill_entry_is_optional_and_checked(quantized, tmp_path):
+    engine = quantized("int8-compute")
+    data = json.loads((engine / "manifest.json").read_text())
+    assert data["stages"]["decoder"]["prefill"] == {
+        "file": PREFILL_FILE,
+        "min_positions": PREFILL_MIN,
+        "ort_optimization": "all",
+    }
+    old = json.loads(json.dumps(data))
+    del old["stages"]["decoder"]["prefill"]  # an engine written before the prefill graph
+    assert Manifest.from_dict(old).stages["decoder"].prefill is None
+    data["stages"]["decoder"]["prefill"]["min_positions"] = 1
+    with pytest.raises(EngineError, match="min_positions 1 is below 2"):
+        Manifest.from_dict(data)
+
+
+def test_layer_kinds():
+    assert [layer_kind(n) for n in ("l0.qkv", "l3.o", "l1.gu", "l2.mlp_out", "blocks.0.fc1")] == [
+        "qkv",
+        "o_proj",
+        "gate_up",
+        "down_proj",
+        "linear",
+    ]

@@ -1,0 +1,380 @@
+"""`int8-compute` (ONNX Runtime, CPU): int8 x int8 integer GEMMs, for time to first token.
+
+The towers and the decoder's prefill are GEMM-bound (hundreds of positions per call), where an int8
+GEMM on the CPU's integer instructions (VNNI / AMX on Intel, AVX2 u8 x s8 elsewhere) does several
+times the fp32 work per second. `int8-dynamic` and `int4` do not get there at prefill shapes:
+MatMulNBits converts its weights block by block and runs slower than fp32 GEMMs. Decode (one position
+per call) is bound by reading the weights and by per-node overhead, where MatMulNBits is the fastest
+kernel this project has. So the kernel depends on the phase, not the layer:
+
+- towers: every weight MatMul -> DynamicQuantizeLinear + MatMulInteger (ONNX Runtime's
+  `quantize_dynamic`, fused by it into DynamicQuantizeMatMul): ONE activation scale per call
+  ("per-tensor"), int8 weights per output channel. "per-token" (below) is the other setting.
+- decoder: two graphs over ONE weights file (the decode graph's `.data`, the same byte ranges):
+  the decode graph (the stage's file) runs every linear layer as MatMulNBits 8-bit; the prefill
+  graph (`decoder_prefill.onnx`, manifest `stages.decoder.prefill`) runs them as integer GEMMs with
+  a scale per position ("per-token": one outlier position no longer crushes the others, which is
+  what made int8-dynamic's matmul-integer method lose perplexity). The runtime sends appends of at
+  least `min_positions` positions to the prefill graph, the rest to the decode graph, both bound to
+  the same KV cache buffers. The LM head sees one position in both (the graph's logits are the last
+  position's only): MatMulNBits 8-bit blocks of 32 in both.
+
+Why two graphs and not one with an `If` on the sequence length: decode is bound by per-node
+overhead (docs/quantization.md), and an If per linear layer adds a subgraph call per layer and token;
+two graphs keep the decode graph exactly a weight-only graph and the prefill graph free of branches.
+Weights once: both kernels read the same tensor - the int8 weight per output channel, stored
+transposed (N, K) as uint8 + 128, which is MatMulNBits' 8-bit layout (blocks of 32 along K, every
+block of a row with the row's scale) AND a valid `A` operand of MatMulInteger, computing
+Y^T = W^T X^T. Both graphs name the same offsets of the one `.data` file (as the portable decoder
+does); ONNX Runtime maps external data, so the raw int8 bytes are in memory once (MatMulNBits
+still packs its own copy, as it does in every int4 / int8-dynamic engine: no fp32 copy anywhere).
+
+Per-token integer GEMM, in standard operators (for a MatMul X (.., K) @ W (K, N)):
+  X2 = Reshape(X, (-1, K)); s = max(ReduceMax(|X2|, axis 1), tiny) / Q          (M, 1)
+  Xq = Cast(Round(X2 / s), int8); A = W^T as uint8 + 128 (zero point 128)
+  Y^T = MatMulInteger(A, Transpose(Xq)) (N, M) int32 -> float * w_scale (N, 1) * s^T (1, M)
+  Y = Reshape(Transpose(Y^T), (.., N))
+
+The integer range (`int8_range`): the u8 x s8 kernels of x86 CPUs without VNNI (AVX2: vpmaddubsw)
+add pairs of products into int16 and saturate when both operands span their full range. "reduced"
+keeps what may saturate in 7 bits (per-token activations Q = 63, towers' weights 7-bit, as ONNX
+Runtime's reduce_range) and is right on every CPU; "full" (Q = 127, 8-bit weights) is for CPUs with
+VNNI / AMX (Intel Cascade Lake+, AMD Zen 4+) or Arm's dot-product instructions, where no pair
+saturates. The engine records which (it runs on any CPU, but "full" is only exact on those).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from vinci_edge import stages as st
+from vinci_edge.manifest import PrefillGraph
+from vinci_edge.quantization import graph as g
+from vinci_edge.quantization.handler import StageJob, StageResult
+from vinci_edge.quantization.modelopt_onnx import DECODER_LAYERS
+
+PRECISION = "int8-compute"
+PER_TENSOR, PER_TOKEN = "per-tensor", "per-token"
+ACTIVATION_SCALES = (PER_TENSOR, PER_TOKEN)
+REDUCED, FULL = "reduced", "full"
+INT8_RANGES = (REDUCED, FULL)
+LEVELS = {REDUCED: 63, FULL: 127}  # per-token activations: |q| <= Q
+BLOCK = 32  # MatMulNBits' block along K (every block of a row carries the row's scale)
+PREFILL_MIN = 16  # appends of at least this many positions run the prefill graph (to measure)
+PREFILL_FILE = "decoder_prefill.onnx"
+DATA_THRESHOLD = 1024  # tensors above this many bytes go to the shared .data file
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+class Int8Compute:
+    precision = PRECISION
+    tool = "onnxruntime"
+
+    def __init__(
+        self,
+        towers: str = PER_TENSOR,
+        int8_range: str = REDUCED,
+        prefill_min: int = PREFILL_MIN,
+    ) -> None:
+        if towers not in ACTIVATION_SCALES:
+            raise ValueError(f"unknown tower activation scale {towers!r} (choose {ACTIVATION_SCALES})")
+        if int8_range not in INT8_RANGES:
+            raise ValueError(f"unknown int8 range {int8_range!r} (choose {INT8_RANGES})")
+        if prefill_min < 2:
+            raise ValueError("prefill_min must be at least 2 (one position is a decode step)")
+        self.towers, self.int8_range, self.prefill_min = towers, int8_range, prefill_min
+
+    def needs_calibration(self, job: StageJob) -> bool:
+        return False
+
+    def check_available(self) -> None:
+        return None
+
+    def run(self, job: StageJob) -> StageResult:
+        if job.stage == st.DECODER:
+            return self._decoder(job)
+        if self.towers == PER_TOKEN:
+            return self._tower_per_token(job)
+        return self._tower_per_tensor(job)
+
+    # ---- towers --------------------------------------------------------------------------------------
+    def _tower_per_tensor(self, job: StageJob) -> StageResult:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        model = g.load(job.src)
+        g.name_nodes(model)
+        job.workdir.mkdir(parents=True, exist_ok=True)
+        src, out = job.workdir / "input.onnx", job.workdir / "output.onnx"
+        g.save(model, src)
+        n_linear = len(g.weight_matmuls(model))
+        del model
+        job.say(f"{job.stage}: int8 compute (DynamicQuantizeMatMul, per-tensor activations)")
+        with g.quiet_tools():
+            quantize_dynamic(
+                str(src),
+                str(out),
+                op_types_to_quantize=["MatMul"],
+                per_channel=True,
+                reduce_range=self.int8_range == REDUCED,
+                weight_type=QuantType.QInt8,
+                use_external_data_format=True,
+                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": 1},
+            )
+        model = g.load(out)
+        data = g.save(model, job.dst)
+        bits = 7 if self.int8_range == REDUCED else 8
+        details = {
+            "layers": {
+                "linear": {
+                    "count": n_linear,
+                    "kernel": "DynamicQuantizeMatMul (DynamicQuantizeLinear + MatMulInteger)",
+                    "activations": "uint8, one scale per call (per-tensor), computed at run time",
+                    "weights": f"int8 per output channel ({bits}-bit range)",
+                },
+                "other": "fp32 (convolutions, attention products, norms)",
+            },
+            "int8_range": self.int8_range,
+            "ops": g.op_counts(model),
+        }
+        return StageResult(
+            "int8 compute (DynamicQuantizeMatMul)", self.tool, _ort_version(), data, "all", details
+        )
+
+    def _tower_per_token(self, job: StageJob) -> StageResult:
+        model = g.load(job.src)
+        g.name_nodes(model)
+        layers = g.weight_matmuls(model)
+        job.say(f"{job.stage}: int8 compute (MatMulInteger, per-token activations)")
+        weights = quantize_weights(model, layers)
+        for node in layers:
+            per_token_matmul(model, node, weights[node.name], LEVELS[self.int8_range])
+        g.drop_unused(model)
+        data = g.save(model, job.dst)
+        details = {
+            "layers": {"linear": {"count": len(layers), **_per_token_record(self.int8_range)}},
+            "int8_range": self.int8_range,
+            "ops": g.op_counts(model),
+        }
+        return StageResult(
+            "int8 compute (MatMulInteger, per-token)", self.tool, _ort_version(), data, "all", details
+        )
+
+    # ---- decoder -------------------------------------------------------------------------------------
+    def _decoder(self, job: StageJob) -> StageResult:
+        model = g.load(job.src)
+        g.name_nodes(model)
+        head = g.output_head(model)
+        if head is not None:
+            model = g.matmul_nbits(model, 8, BLOCK, symmetric=True, nodes_to_include=[head.name])
+        layers = g.weight_matmuls(model)
+        bad = [n.name for n in layers if _k(model, n) % BLOCK]
+        if bad:
+            raise ValueError(f"int8-compute needs input widths divisible by {BLOCK}: {', '.join(bad[:3])}")
+        job.say(f"{job.stage}: int8 compute (decode: MatMulNBits 8-bit; prefill: MatMulInteger, per-token)")
+        weights = quantize_weights(model, layers)
+        kinds = {n.name: layer_kind(n.name) for n in layers}
+        for node in layers:
+            nbits_matmul(model, node, weights[node.name])
+        g.drop_unused(model)
+        data = save_external(model, job.dst)
+        decode_ops = g.op_counts(model)
+        del model
+
+        # The prefill graph: the decode graph as saved (initializers pointing into its .data), with
+        # every linear layer's MatMulNBits turned into the per-token integer GEMM on the same tensor.
+        prefill = g.load(job.dst, weights=False)
+        nodes = {n.name: n for n in prefill.graph.node}
+        for name, w in weights.items():
+            per_token_matmul(prefill, nodes[name], w, LEVELS[self.int8_range], weight_stored=True)
+        g.drop_unused(prefill)
+        onnx.save_model(prefill, str(job.dst.with_name(PREFILL_FILE)))
+        job.say(f"{job.stage}: prefill graph {PREFILL_FILE} written (weights shared with {data})")
+
+        per_kind: dict[str, dict] = {}
+        for kind in sorted(set(kinds.values())):
+            per_kind[kind] = {
+                "count": sum(1 for k in kinds.values() if k == kind),
+                "prefill": _per_token_record(self.int8_range),
+                "decode": {
+                    "kernel": "MatMulNBits 8-bit, accuracy_level 4",
+                    "activations": f"int8 per position and block of {BLOCK} (in the kernel)",
+                    "weights": "the same int8 tensor (per output channel)",
+                },
+            }
+        if head is not None:
+            per_kind["lm_head"] = {
+                "count": 1,
+                "kernel": f"MatMulNBits 8-bit, symmetric blocks of {BLOCK} (both graphs; one position)",
+            }
+        details = {
+            "layers": per_kind,
+            "int8_range": self.int8_range,
+            "prefill_graph": PREFILL_FILE,
+            "prefill_min_positions": self.prefill_min,
+            "ops": decode_ops,
+            "prefill_ops": g.op_counts(prefill),
+        }
+        result = StageResult(
+            "int8 compute (prefill MatMulInteger per-token, decode MatMulNBits 8-bit)",
+            self.tool,
+            _ort_version(),
+            data,
+            "all",
+            details,
+        )
+        result.prefill = PrefillGraph(PREFILL_FILE, self.prefill_min)
+        return result
+
+
+def _per_token_record(int8_range: str) -> dict[str, str]:
+    return {
+        "kernel": "MatMulInteger (u8 weights x s8 activations), standard operators around it",
+        "activations": f"int8, one scale per position (per-token), |q| <= {LEVELS[int8_range]}",
+        "weights": "int8 per output channel, stored (N, K) uint8 + 128",
+    }
+
+
+def layer_kind(name: str) -> str:
+    """The decoder layer kind of a linear layer (modelopt_onnx.DECODER_LAYERS), 'linear' otherwise."""
+    return next((kind for kind, suffix in DECODER_LAYERS.items() if name.endswith(suffix)), "linear")
+
+
+def _k(model: onnx.ModelProto, node: onnx.NodeProto) -> int:
+    return int(g.initializer_map(model)[node.input[1]].dims[0])
+
+
+class Weight:
+    """One linear layer's int8 weight: `u8` (N, K) = round(W^T / scale) + 128, `scale` (N,)."""
+
+    def __init__(self, name: str, w: np.ndarray) -> None:
+        scale = np.abs(w).max(axis=0) / 127.0
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int16)
+        self.name = name
+        self.u8 = np.ascontiguousarray((q + 128).astype(np.uint8).T)
+        self.scale = scale
+        self.k, self.n = w.shape
+
+    @property
+    def tensor(self) -> str:
+        return f"{self.name}.w_u8"
+
+
+def quantize_weights(model: onnx.ModelProto, layers: list[onnx.NodeProto]) -> dict[str, Weight]:
+    inits = g.initializer_map(model)
+    return {n.name: Weight(n.name, numpy_helper.to_array(inits[n.input[1]])) for n in layers}
+
+
+def nbits_matmul(model: onnx.ModelProto, node: onnx.NodeProto, w: Weight) -> None:
+    """Replace `node` in place by MatMulNBits 8-bit on `w` (every block of a row with the row's scale)."""
+    scales = np.repeat(w.scale[:, None], w.k // BLOCK, axis=1).reshape(-1)
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(w.u8, w.tensor), numpy_helper.from_array(scales, f"{w.name}.w_scales")]
+    )
+    new = helper.make_node(
+        "MatMulNBits",
+        [node.input[0], w.tensor, f"{w.name}.w_scales"],
+        [node.output[0]],
+        name=node.name,
+        domain="com.microsoft",
+        K=w.k,
+        N=w.n,
+        bits=8,
+        block_size=BLOCK,
+        accuracy_level=g.NBITS_ACCURACY_LEVEL,
+    )
+    node.CopyFrom(new)
+    _ensure_opset(model, "com.microsoft", 1)
+
+
+def per_token_matmul(
+    model: onnx.ModelProto, node: onnx.NodeProto, w: Weight, levels: int, weight_stored: bool = False
+) -> None:
+    """Replace `node` (a MatMul X @ W, or the MatMulNBits of `w`) by the per-token integer GEMM on
+    `w.u8` (module docstring). `weight_stored`: the graph already holds `w.tensor` (the prefill graph
+    shares the decode graph's); otherwise it is added."""
+    p, x, y = w.name, node.input[0], node.output[0]
+    inits = [
+        numpy_helper.from_array(np.array([-1, w.k], np.int64), f"{p}.rows"),
+        numpy_helper.from_array(np.array([1, -1], np.int64), f"{p}.row"),
+        numpy_helper.from_array(np.array([w.n], np.int64), f"{p}.n"),
+        numpy_helper.from_array(np.array(1e-30 * levels, np.float32), f"{p}.tiny"),
+        numpy_helper.from_array(np.array(levels, np.float32), f"{p}.levels"),
+        numpy_helper.from_array(np.array(128, np.uint8), f"{p}.azp"),
+        numpy_helper.from_array(w.scale[:, None].copy(), f"{p}.w_scale"),
+    ]
+    if not weight_stored:
+        inits.append(numpy_helper.from_array(w.u8, w.tensor))
+    model.graph.initializer.extend(inits)
+    new = [
+        helper.make_node("Reshape", [x, f"{p}.rows"], [f"{p}.x2"], name=f"{p}.x2"),
+        helper.make_node("Abs", [f"{p}.x2"], [f"{p}.abs"], name=f"{p}.abs"),
+        _reduce_max(model, f"{p}.abs", f"{p}.amax", p),
+        helper.make_node("Max", [f"{p}.amax", f"{p}.tiny"], [f"{p}.amax1"], name=f"{p}.amax1"),
+        helper.make_node("Div", [f"{p}.amax1", f"{p}.levels"], [f"{p}.xs"], name=f"{p}.xs"),
+        helper.make_node("Div", [f"{p}.x2", f"{p}.xs"], [f"{p}.xd"], name=f"{p}.xd"),
+        helper.make_node("Round", [f"{p}.xd"], [f"{p}.xr"], name=f"{p}.xr"),
+        helper.make_node("Cast", [f"{p}.xr"], [f"{p}.xq"], to=TensorProto.INT8, name=f"{p}.xq"),
+        helper.make_node("Transpose", [f"{p}.xq"], [f"{p}.xqt"], perm=[1, 0], name=f"{p}.xqt"),
+        helper.make_node("MatMulInteger", [w.tensor, f"{p}.xqt", f"{p}.azp"], [f"{p}.acc"], name=f"{p}.mmi"),
+        helper.make_node("Cast", [f"{p}.acc"], [f"{p}.accf"], to=TensorProto.FLOAT, name=f"{p}.accf"),
+        helper.make_node("Mul", [f"{p}.accf", f"{p}.w_scale"], [f"{p}.yw"], name=f"{p}.yw"),
+        helper.make_node("Reshape", [f"{p}.xs", f"{p}.row"], [f"{p}.xsr"], name=f"{p}.xsr"),
+        helper.make_node("Mul", [f"{p}.yw", f"{p}.xsr"], [f"{p}.yt"], name=f"{p}.yt"),
+        helper.make_node("Transpose", [f"{p}.yt"], [f"{p}.y2"], perm=[1, 0], name=f"{p}.y2"),
+        helper.make_node("Shape", [x], [f"{p}.lead"], end=-1, name=f"{p}.lead"),
+        helper.make_node("Concat", [f"{p}.lead", f"{p}.n"], [f"{p}.shape"], axis=0, name=f"{p}.shape"),
+        helper.make_node("Reshape", [f"{p}.y2", f"{p}.shape"], [y], name=p),
+    ]
+    _splice(model, node, new)
+
+
+def _reduce_max(model: onnx.ModelProto, x: str, y: str, p: str) -> onnx.NodeProto:
+    """ReduceMax over the last axis of a 2-D tensor, keeping it: axes an attribute before opset 18."""
+    if _opset(model) >= 18:
+        model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), f"{p}.axis"))
+        return helper.make_node("ReduceMax", [x, f"{p}.axis"], [y], keepdims=1, name=y)
+    return helper.make_node("ReduceMax", [x], [y], axes=[1], keepdims=1, name=y)
+
+
+def _splice(model: onnx.ModelProto, node: onnx.NodeProto, new: list[onnx.NodeProto]) -> None:
+    nodes = list(model.graph.node)
+    i = next(k for k, n in enumerate(nodes) if n.name == node.name)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[:i] + new + nodes[i + 1 :])
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _ensure_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
+    if not any(o.domain == domain for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(domain, version))
+
+
+def save_external(model: onnx.ModelProto, path) -> str:
+    """Write `path` + `path.data` with every tensor above DATA_THRESHOLD bytes in the .data file,
+    whatever the model's size (g.save keeps small models in one file): the prefill graph refers to
+    those byte ranges. Returns the data file's name."""
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    external = onnx.ModelProto()
+    external.CopyFrom(model)
+    onnx.save_model(
+        external,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=DATA_THRESHOLD,
+    )
+    data.chmod(0o644)
+    return data.name
