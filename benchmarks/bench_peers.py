@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 from common import BENCH, engine_for, machine_info, median, print_machine, say, smol_checkpoint
 
+from vinci_edge import svg
 from vinci_edge.assets import smollm2_gguf
-from vinci_edge.profiling import bandwidth, svg
+from vinci_edge.profiling import bandwidth
 from vinci_edge.profiling.onnx_weights import read_graph_weights
 
 PROMPT_TOKENS = 512

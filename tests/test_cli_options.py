@@ -65,6 +65,10 @@ def _required_args(command: str, folder: Path) -> list[str]:
                 value = folder.parent / f"{folder.name}-inputs" / action.dest
                 value.parent.mkdir(parents=True, exist_ok=True)
                 value.touch()
+            if action.dest == "split":  # a task split's marker, no clips: it parses, nothing is asked
+                value = folder.parent / f"{folder.name}-inputs" / "split"
+                value.mkdir(parents=True, exist_ok=True)
+                (value / "split.json").write_text('{"generator_version": 1}')
             argv += [action.option_strings[-1], str(value)]
     for group in sub._mutually_exclusive_groups:  # one of them required: --prompt / --prompt-file
         if group.required:

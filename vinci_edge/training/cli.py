@@ -37,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=opt.thread_count, default=0, help="torch threads (default 0: one per core)"
     )
+    p.add_argument(
+        "--stop-at",
+        type=opt.positive_int,
+        default=None,
+        metavar="STEP",
+        help="write the checkpoint at this step of the schedule and keep the run's state "
+        "(--resume --force continues it) (default: train to --steps)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted run of this --out")
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint folder")
     p.set_defaults(func=main)
@@ -48,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = Recipe(steps=args.steps, seed=args.seed, ablation=args.ablation)
-    out = train_checkpoint(args.out, recipe, force=args.force, resume=args.resume, progress=to_stderr)
+    out = train_checkpoint(
+        args.out, recipe, force=args.force, resume=args.resume, progress=to_stderr, stop_at=args.stop_at
+    )
     to_stderr(f"wrote {out} (its training record: {out / 'training_record.json'})")
     return 0

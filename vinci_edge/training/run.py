@@ -39,7 +39,10 @@ def train_checkpoint(
     resume: bool = False,
     progress: Progress = silent,
     save_every: int = 100,
+    stop_at: int | None = None,
 ) -> Path:
+    """`stop_at`: write the checkpoint of that step of the recipe's schedule and keep the state, so
+    `resume` (with `force`) continues the same run later."""
     state = state_file_for(out)
     if state.exists() and not resume:
         raise ConfigError(
@@ -70,9 +73,11 @@ def train_checkpoint(
             f"for {recipe.steps} steps of {recipe.clips_per_step} clips x {recipe.questions_per_clip} "
             f"questions on {torch.get_num_threads()} threads"
         )
-        trainer.train(progress, save_every)
+        trainer.train(progress, save_every, stop_at)
         model.vision_tower.vision_tower.config._attn_implementation = "eager"
         model.sound_tower.audio_tower.config._attn_implementation = "eager"
-        write_result(trainer, folder, {"preset": PRESET})
-    state.unlink(missing_ok=True)
+        stopped = {"stopped_at": trainer.step} if trainer.step < recipe.steps else {}
+        write_result(trainer, folder, {"preset": PRESET, **stopped})
+    if not stopped:
+        state.unlink(missing_ok=True)
     return out
