@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads", type=opt.thread_count, default=0, help="CPU threads per stage (default 0: one per core)"
     )
     p.add_argument("--out", required=True, type=Path, help="folder for task_accuracy.json / .md / .svg")
+    p.add_argument(
+        "--show", action="store_true", help="print every question with the answer and the ground truth"
+    )
     p.set_defaults(func=cmd_task_eval)
 
 
@@ -123,6 +126,10 @@ def cmd_task_eval(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         answerer = make()
         scored[name] = evaluate(args.split, answerer, args.clips, say)
+        if args.show:
+            for s in scored[name]:
+                mark = "right" if s.right else "WRONG"
+                print(f"{name}  {mark:5s}  {s.question}  ->  {s.said.strip()!r}  (truth: {s.truth})")
         acc = accuracy(scored[name])
         runs.append({"name": name, "accuracy": acc, "seconds": round(time.perf_counter() - start, 1)})
         say(f"{name}: {100 * acc['overall']['accuracy']:.1f}% of {acc['overall']['n']} right")
