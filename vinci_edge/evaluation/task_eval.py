@@ -85,7 +85,9 @@ def wilson(right: int, n: int) -> tuple[float, float]:
     denom = 1 + Z95**2 / n
     centre = (p + Z95**2 / (2 * n)) / denom
     half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if right == 0 else max(0.0, centre - half)
+    hi = 1.0 if right == n else min(1.0, centre + half)  # exact at the ends, not 1 - 1e-16
+    return lo, hi
 
 
 def accuracy(scored: list[Scored]) -> dict[str, Any]:
