@@ -15,7 +15,7 @@ from vinci_edge import stages as st
 from vinci_edge.cli import run
 from vinci_edge.engines.plan import BuildOptions, make_plan, typing_for
 from vinci_edge.errors import EngineError
-from vinci_edge.manifest import Manifest, StageEntry, TensorInfo
+from vinci_edge.manifest import Manifest
 from vinci_edge.runtime import profiles
 from vinci_edge.runtime.engine_key import (
     DeviceInfo,
@@ -36,21 +36,10 @@ def manifest(tiny_engine) -> Manifest:
     return Manifest.read(tiny_engine)
 
 
-class WithPortableDecoder(Manifest):
-    """The manifest as it will be once export writes the portable decoder graph (decoder_for)."""
-
-    def decoder_for(self, backend: str) -> StageEntry | None:
-        spec = self.decoder
-        inputs = [TensorInfo("inputs_embeds", [1, "sequence", spec.hidden_size], "float32")]
-        for i in range(spec.num_layers):
-            for kind in ("key", "value"):
-                inputs.append(TensorInfo(f"past_{kind}_{i}", [1, spec.kv_heads, "past", spec.head_dim]))
-        return StageEntry("decoder_portable.onnx", "float32", inputs, [TensorInfo("logits")])
-
-
-def _portable(manifest: Manifest) -> WithPortableDecoder:
+def _before_the_portable_graph(manifest: Manifest) -> Manifest:
+    """The manifest of an engine exported before export wrote the portable decoder graph."""
     m = copy.copy(manifest)
-    m.__class__ = WithPortableDecoder
+    m.decoder_graphs = {}
     return m
 
 
@@ -74,7 +63,8 @@ def test_media_profiles_come_from_the_manifest_and_the_runtime_batches(manifest)
 
 
 def test_decoder_profiles_cover_prefill_and_decode_within_the_cache(manifest):
-    m = _portable(manifest)
+    m = manifest
+    assert profiles.portable_decoder(m).file == "decoder_portable.onnx"
     spec = m.decoder
     prefill, decode = profiles.stage_profiles(m, st.DECODER, profiles.portable_decoder(m))
     assert (prefill.name, decode.name) == ("prefill", "decode")
@@ -101,7 +91,7 @@ def test_overrides_replace_one_axis_and_are_checked_against_the_manifest(manifes
     assert vision.inputs[0].max[0] == 4
     with pytest.raises(EngineError, match="--profile names axis frame, which no stage"):
         profiles.check_override_names(manifest, [st.VISION], {"frame": AxisRange(1, 1, 1)})
-    m = _portable(manifest)
+    m = manifest
     too_long = {"sequence": AxisRange(1, 1, m.decoder.max_context + 1)}
     with pytest.raises(EngineError, match="the decoder holds 2048 positions"):
         profiles.stage_profiles(m, st.DECODER, profiles.portable_decoder(m), too_long)
@@ -114,13 +104,27 @@ def test_an_axis_range_must_be_ordered(bad):
 
 
 # ---- the plan ---------------------------------------------------------------------------------------
-def test_the_plan_builds_the_media_stages_and_skips_a_decoder_without_a_portable_graph(manifest, tiny_engine):
+def test_the_plan_builds_every_stage_with_the_portable_decoder_graph(manifest, tiny_engine):
     plans = make_plan(tiny_engine, manifest, None, BuildOptions(), tiny_engine / "tensorrt", None)
+    by = {p.stage: p for p in plans}
+    assert {s for s, p in by.items() if p.action == "build"} == {
+        st.VISION,
+        st.IMAGE_PROJECTOR,
+        st.AUDIO,
+        st.DECODER,
+    }
+    assert by[st.DECODER].graph[0].name == "decoder_portable.onnx"
+
+
+def test_an_engine_without_a_portable_graph_skips_the_decoder_and_says_why(manifest, tiny_engine):
+    old = _before_the_portable_graph(manifest)
+    assert profiles.portable_decoder(old) is None
+    plans = make_plan(tiny_engine, old, None, BuildOptions(), tiny_engine / "tensorrt", None)
     by = {p.stage: p for p in plans}
     assert {s for s, p in by.items() if p.action == "build"} == {st.VISION, st.IMAGE_PROJECTOR, st.AUDIO}
     assert by[st.DECODER].action == "skip" and by[st.DECODER].reason == profiles.NO_PORTABLE_DECODER
     with pytest.raises(EngineError, match="no portable decoder graph"):
-        make_plan(tiny_engine, manifest, [st.DECODER], BuildOptions(), tiny_engine / "tensorrt", None)
+        make_plan(tiny_engine, old, [st.DECODER], BuildOptions(), tiny_engine / "tensorrt", None)
 
 
 def test_the_key_is_set_once_the_device_is_known_and_a_built_plan_is_reused(manifest, tiny_engine, tmp_path):
@@ -231,7 +235,10 @@ def test_dry_run_prints_the_plan_without_tensorrt(tiny_engine, tmp_path, capsys)
         line.startswith("vision: build vision.onnx (fp32, strongly typed; default: frames=1:4:8)")
         for line in out
     )
-    assert f"decoder: skipped - {profiles.NO_PORTABLE_DECODER}" in out
+    assert any(
+        line.startswith("decoder: build decoder_portable.onnx (fp32, strongly typed; prefill: ")
+        for line in out
+    )
     assert not (tmp_path / "p").exists()
 
 

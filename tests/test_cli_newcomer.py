@@ -98,6 +98,14 @@ def test_every_readme_command_parses_as_written(tmp_path, monkeypatch):
             ):
                 argv[i + 1] = str(tmp_path / "clip.mp4")  # a Debian sample setup.sh installs: absent here
                 Path(argv[i + 1]).touch()
+            # folders an earlier README command writes (task-split, export), checked where parsed
+            if word == "--split":
+                Path(argv[i + 1]).mkdir(parents=True, exist_ok=True)
+                (Path(argv[i + 1]) / "split.json").write_text('{"generator_version": 1}')
+            if word == "--engine" and argv[0] == "task-eval":
+                folder = Path(argv[i + 1].partition("=")[2])
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "manifest.json").write_text("{}")
         build_parser().parse_args(argv)
 
 

@@ -62,14 +62,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "task-eval", help="accuracy on the task's held-out questions, per category, per model or engine"
     )
     p.add_argument("--split", required=True, type=split_folder, help="a folder task-split wrote")
-    p.add_argument("--checkpoint", type=Path, default=None, help="also answer with the PyTorch reference")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="also answer with the PyTorch reference of this checkpoint (default: no reference run)",
+    )
     p.add_argument(
         "--engine",
         action="append",
         type=named_folder,
         default=[],
         metavar="NAME=FOLDER",
-        help="an engine to answer with, named in the report (repeatable)",
+        help="an engine to answer with, named in the report (repeatable; default: none, then "
+        "--checkpoint is needed)",
     )
     p.add_argument(
         "--baseline", default=None, help="the run others are compared with (default: fp32 if named so)"

@@ -89,27 +89,21 @@ class Profile:
 
 
 # --------------------------------------------------------------------------------------------------
-# The portable decoder graph (written by another part of the exporter)
+# The portable decoder graph
 
 
 def portable_decoder(manifest: Manifest) -> StageEntry | None:
-    """The decoder graph TensorRT can build (plain attention, past / present as graph I/O), or None.
-
-    The manifest will offer `Manifest.decoder_for("tensorrt")`; until it does, or when it has no such
-    graph, there is none. The GroupQueryAttention graph ONNX Runtime runs (com.microsoft ops, KV
-    shared in place through `seqlens_k`) is not one: TensorRT's parser has no such op."""
-    lookup = getattr(manifest, "decoder_for", None)
-    if lookup is None:
-        return None
+    """The decoder graph TensorRT builds (`Manifest.decoder_for("tensorrt")`: plain attention, past /
+    present as graph I/O), or None for an engine exported before export wrote it. The fused graph
+    ONNX Runtime runs (GroupQueryAttention, com.microsoft ops, the KV cache shared in place through
+    `seqlens_k`) is never handed back: TensorRT's parser has no such op."""
     try:
-        entry = lookup("tensorrt")
-    except (EngineError, KeyError, ValueError):
-        return None
-    if entry is None:
+        entry = manifest.decoder_for("tensorrt")
+    except EngineError:
         return None
     names = {t.name for t in entry.inputs}
     if "seqlens_k" in names or "inputs_embeds" not in names:
-        return None  # the ORT graph handed back as a fallback: not buildable
+        return None
     return entry
 
 
