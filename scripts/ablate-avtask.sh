@@ -6,22 +6,27 @@
 # (a run whose checkpoint exists is kept: rerunning continues where it stopped).
 #
 #   bash scripts/ablate-avtask.sh [--steps 4000] [--seeds "0 1"] [--clips 250] [--ablations "..."]
+#       [--threads N]
 #
-# Each run takes about 0.75 s a step on 2 idle cores (the shipped recipe: 4000 steps, 50 min).
+# Each run takes about 0.75 s a step on 2 idle cores (the shipped recipe: 4000 steps, 50 min). Two
+# instances with one seed and one thread each train side by side; a last one with all the seeds
+# finds every run trained and only evaluates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=4000
 SEEDS="0 1"
 CLIPS=250
 ABLATIONS="none no-align no-teg no-crte"
+THREADS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) STEPS=$2; shift 2 ;;
     --seeds) SEEDS=$2; shift 2 ;;
     --clips) CLIPS=$2; shift 2 ;;
     --ablations) ABLATIONS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
     *) echo "error: unknown option $1" >&2
-       echo "hint: bash scripts/ablate-avtask.sh [--steps N] [--seeds \"0 1\"] [--clips N] [--ablations \"none no-teg\"]" >&2
+       echo "hint: bash scripts/ablate-avtask.sh [--steps N] [--seeds \"0 1\"] [--clips N] [--ablations \"none no-teg\"] [--threads N]" >&2
        exit 2 ;;
   esac
 done
@@ -44,7 +49,8 @@ for a in $ABLATIONS; do
     name=$a-s$s
     if [ ! -f "$RUN/$name/training_record.json" ]; then
       say "training $name ($STEPS steps)"
-      $VE/vinci-edge train --out "$RUN/$name" --steps "$STEPS" --seed "$s" --ablation "$a" --force
+      $VE/vinci-edge train --out "$RUN/$name" --steps "$STEPS" --seed "$s" --ablation "$a" \
+        --threads "$THREADS" --force
     fi
     if [ ! -f "$RUN/$name-fp32/manifest.json" ]; then
       $VE/vinci-edge export --checkpoint "$RUN/$name" --out "$RUN/$name-fp32" --force
@@ -53,6 +59,6 @@ for a in $ABLATIONS; do
   done
 done
 say "task accuracy of every run on the held-out split ($CLIPS clips)"
-$VE/vinci-edge task-eval --split "$RUN/test" "${ENGINES[@]}" --baseline "none-${SEEDS%% *}" --out "$RUN/report"
+$VE/vinci-edge task-eval --split "$RUN/test" "${ENGINES[@]}" --threads "$THREADS" --baseline "none-${SEEDS%% *}" --out "$RUN/report"
 $VE/python -m vinci_edge.evaluation.ablations --report "$RUN/report/task_accuracy.json" --out "$RUN/table"
 say "the table: $RUN/table/ablations.md"

@@ -94,26 +94,34 @@ class TorchDecoder:
 
 
 class Reference:
-    def __init__(self, model: OmniVinciModel, tokenizer: TextTokenizer, encoders: str = "") -> None:
+    def __init__(
+        self, model: OmniVinciModel, tokenizer: TextTokenizer, encoders: str = "", cache_chunks: int = 4
+    ) -> None:
+        """`cache_chunks`: media chunks whose encoder rows are kept for the next question, as the
+        runtime's `Pipeline(cache_chunks=)` (0: every request encodes its media again)."""
         self.model = model
         self.cfg = model.cfg
         self.tokenizer = tokenizer
         self.prompts = PromptBuilder(self.cfg, tokenizer, encoders=encoders)
         self.stages = TorchStages(model)
         self.decoder = TorchDecoder(model)
-        self.cache = EncodedCache(4)  # encoder rows of the last media chunks, as the runtime keeps
+        self.cache = EncodedCache(cache_chunks)
         # Makes each request's Metrics, as `Pipeline.metrics_factory` does (the command line sets one
         # that says each stage as it starts).
         self.metrics_factory: Callable[[], m.Metrics] = m.Metrics
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: str | Path, dtype: str = "float32", native_stitch: bool = False
+        cls,
+        checkpoint: str | Path,
+        dtype: str = "float32",
+        native_stitch: bool = False,
+        cache_chunks: int = 4,
     ) -> Reference:
         model = load_model(checkpoint, dtype)
         model.use_native_stitch = native_stitch
         tokenizer = TextTokenizer.from_folder(Path(checkpoint) / "llm")
-        return cls(model, tokenizer, encoders=f"{fingerprint(checkpoint)}:{dtype}")
+        return cls(model, tokenizer, encoders=f"{fingerprint(checkpoint)}:{dtype}", cache_chunks=cache_chunks)
 
     def prepare(self, question: str, metrics: m.Metrics | None = None, **options: Any) -> Prompt:
         """The prompt for a question and its media (`PromptBuilder.build`'s options: video, audio,
