@@ -69,6 +69,16 @@ def test_generation_on_tiny_with_video_and_audio(tiny_ckpt, clip):
     # greedy is deterministic
     again = ref.answer("What happens in this clip?", GenerationConfig(max_new_tokens=8), video=clip)
     assert again.token_ids == ans.token_ids
+    # the second question about the same clip reuses its encoder rows: the towers do not run again
+    assert "vision" not in again.metrics.totals() and "audio" not in again.metrics.totals()
+
+
+def test_without_the_row_cache_every_request_encodes_its_media(tiny_ckpt, clip):
+    """What a benchmark against the runtime's `cache_chunks=0` needs (bench_runtime.py)."""
+    ref = Reference.from_checkpoint(tiny_ckpt, cache_chunks=0)
+    for _ in range(2):
+        stages = ref.answer("What happens?", GenerationConfig(max_new_tokens=2), video=clip).metrics.totals()
+        assert stages["vision"] > 0 and stages["audio"] > 0
 
 
 def test_stitch_places_text_and_rotates_media(tiny_ckpt, clip):
