@@ -59,6 +59,6 @@ for a in $ABLATIONS; do
   done
 done
 say "task accuracy of every run on the held-out split ($CLIPS clips)"
-$VE/vinci-edge task-eval --split "$RUN/test" "${ENGINES[@]}" --threads "$THREADS" --baseline "none-${SEEDS%% *}" --out "$RUN/report"
+$VE/vinci-edge task-eval --split "$RUN/test" "${ENGINES[@]}" --threads "$THREADS" --baseline "none-s${SEEDS%% *}" --out "$RUN/report"
 $VE/python -m vinci_edge.evaluation.ablations --report "$RUN/report/task_accuracy.json" --out "$RUN/table"
 say "the table: $RUN/table/ablations.md"

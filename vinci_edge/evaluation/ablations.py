@@ -5,8 +5,8 @@ Input: a task-eval report (task_accuracy.json, with its "answers") whose runs ar
 `<ablation>-s<seed>` (`none-s0`, `no-teg-s1`, ...), every run on the same questions. An ablation's
 accuracy pools its seeds (Wilson interval); its change from `none` is paired: ablation seed s
 against `none` seed s on the same question, averaged over seeds and questions, with the normal
-interval of that mean (the question-to-question variation of the difference, which is what a
-paired comparison of two models on one test set has to beat).
+interval of that mean (the question-to-question variation of the difference). It does not cover
+the variation between training seeds, which the per-seed table shows.
 
     python -m vinci_edge.evaluation.ablations --report RUN/report/task_accuracy.json --out RUN/ablations
 """
@@ -105,7 +105,9 @@ def markdown(table: dict[str, Any], split: dict[str, Any] | None = None) -> str:
         lines += [f"{split['questions']} held-out questions about {split['clips']} clips per run.", ""]
     lines += [
         "Accuracy in % (seeds pooled) [95% interval]; under it the change from the full recipe in "
-        "points, paired by seed and question, [95% interval]. Seeds per row in brackets.",
+        "points, paired by seed and question, [95% interval]. That interval covers the sampling of "
+        "questions, not of training seeds: with few seeds, trust a change whose sign every seed shares "
+        "(the per-seed table below).",
         "",
         "| recipe | " + " | ".join(COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
