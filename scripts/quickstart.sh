@@ -17,16 +17,19 @@ TASK_ENGINE="$WORK/avtask-engine"
 if [ ! -f "$TASK_ENGINE/manifest.json" ]; then
   $VE/vinci-edge export --checkpoint checkpoints/avtask --out "$TASK_ENGINE" --force
 fi
-# Held-out clip 4 of the task (never seen in training): shapes, beeps and an alarm, no spoken word,
-# so it needs no espeak-ng. Its questions and their ground truth are in questions.jsonl.
+# Held-out clip 57 of the task (never seen in training): shapes, a tone and an alarm, no spoken word,
+# so it needs no espeak-ng. Its questions and their ground truth are in questions.jsonl. Chosen as a
+# clip whose alarm question the shipped model answers right: it is right on 62 % of the held-out
+# alarm-colour questions (docs/avtask.md), and the table below shows this clip's misses too.
 DEMO="$WORK/task-demo"
-if [ ! -f "$DEMO/split.json" ]; then
-  $VE/vinci-edge task-split --out "$DEMO" --start 4 --clips 1 --force
+CLIP="$DEMO/clips/1000057.mp4"
+if [ ! -f "$CLIP" ]; then
+  $VE/vinci-edge task-split --out "$DEMO" --start 57 --clips 1 --force
 fi
 QUESTION="What colour is on screen when the alarm sounds?"
 TRUTH=$($VE/python -c "import json,sys; print(next(json.loads(l)['answer'] for l in open('$DEMO/questions.jsonl') if json.loads(l)['question'] == sys.argv[1]))" "$QUESTION")
-echo "[quickstart] $QUESTION  (clip $DEMO/clips/1000004.mp4, trained model, ONNX Runtime on the CPU)"
-$VE/vinci-edge run --engine "$TASK_ENGINE" --video "$DEMO/clips/1000004.mp4" --prompt "$QUESTION" --max-new-tokens 8
+echo "[quickstart] $QUESTION  (clip $CLIP, trained model, ONNX Runtime on the CPU)"
+$VE/vinci-edge run --engine "$TASK_ENGINE" --video "$CLIP" --prompt "$QUESTION" --max-new-tokens 8
 echo "[quickstart] ground truth: $TRUTH"
 # Every question about the clip, each answer beside its ground truth. The model is right on about
 # 56 % of held-out questions (docs/avtask.md: near-perfect on alarms, tones and counting shapes,
