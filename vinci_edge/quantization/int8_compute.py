@@ -62,7 +62,7 @@ REDUCED, FULL = "reduced", "full"
 INT8_RANGES = (REDUCED, FULL)
 LEVELS = {REDUCED: 63, FULL: 127}  # per-token activations: |q| <= Q
 BLOCK = 32  # MatMulNBits' block along K (every block of a row carries the row's scale)
-PREFILL_MIN = 16  # appends of at least this many positions run the prefill graph (the crossover: docs/quantization.md)
+PREFILL_MIN = 16  # appends of >= this many positions run the prefill graph (docs/quantization.md)
 PREFILL_FILE = "decoder_prefill.onnx"
 DATA_THRESHOLD = 1024  # tensors above this many bytes go to the shared .data file
 
