@@ -74,3 +74,14 @@ def test_runs_must_be_named_and_comparable(tmp_path):
     path.write_text(json.dumps(bad))
     assert ablations.main(["--report", str(path), "--out", str(tmp_path / "t")]) == 2
     assert not (tmp_path / "t").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_report_is_read(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report()))
+    blocker = tmp_path / "table"
+    blocker.write_text("not a folder")
+    assert ablations.main(["--report", str(path), "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a folder"

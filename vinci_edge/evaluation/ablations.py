@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from vinci_edge.avtask.questions import CATEGORIES
+from vinci_edge.errors import VinciEdgeError
+from vinci_edge.evaluation.report import write_texts
 from vinci_edge.evaluation.task_eval import Z95, wilson
+from vinci_edge.output_folder import check_writable_dir
 from vinci_edge.svg import FONT, PALETTE
 
 BASE = "none"
@@ -188,16 +191,8 @@ def svg(table: dict[str, Any]) -> str:
 
 
 def write(table: dict[str, Any], out: Path, split: dict[str, Any] | None = None) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
     texts = (json.dumps({"split": split, **table}, indent=2) + "\n", markdown(table, split), svg(table))
-    paths = []
-    for name, text in zip(NAMES, texts):
-        path = out / name
-        tmp = path.with_name(f".{name}.partial")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        paths.append(path)
-    return paths
+    return write_texts(out, dict(zip(NAMES, texts)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", required=True, type=Path, help="task_accuracy.json of task-eval")
     ap.add_argument("--out", required=True, type=Path, help="folder for ablations.json / .md / .svg")
     args = ap.parse_args(argv)
+    try:
+        check_writable_dir(args.out)
+    except VinciEdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         report = json.loads(args.report.read_text(encoding="utf-8"))
         table = ablation_table(report)

@@ -23,10 +23,16 @@ COLUMNS = ("overall", *CATEGORIES)
 
 
 def write_task_report(report: dict[str, Any], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
     texts = (json.dumps(report, indent=2) + "\n", markdown(report), svg(report))
+    return write_texts(out, dict(zip(REPORT_NAMES, texts)))
+
+
+def write_texts(out: Path, texts: dict[str, str]) -> list[Path]:
+    """Each file name -> text into `out`, each through a hidden `.NAME.partial` renamed over it, so a
+    reader never sees half a report and only these names are ever replaced."""
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in zip(REPORT_NAMES, texts):
+    for name, text in texts.items():
         path = out / name
         tmp = path.with_name(f".{name}.partial")
         tmp.write_text(text, encoding="utf-8")
