@@ -15,7 +15,7 @@ from vinci_edge.kinds import Kind
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
-SHORT = {"clips_per_step": 2, "questions_per_clip": 3, "warmup_steps": 1, "lr": 3e-3}
+SHORT = {"clips_per_step": 2, "questions_per_clip": 3, "warmup_steps": 1, "lr": 3e-3, "tower_steps": 2}
 
 
 def _setup(tmp_path, ablation="none", **recipe):
@@ -76,19 +76,38 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_the_dense_probe_learns_what_is_where(tmp_path):
+    """The dense heads read each video and audio row; a few steps on one batch lower their loss."""
+    from vinci_edge.training.loop import MediaProbe, forward
+
+    model, maker, r = _setup(tmp_path, dense_probe=True)
+    batch = maker.make([1, 2], np.random.default_rng(0))
+    assert batch.cell_labels.shape == (2, 8, 16, 2) and batch.row_labels.shape == (2, 200)
+    probe = MediaProbe(model.cfg.hidden_size, dense=True)
+    opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=3e-3)
+    losses = []
+    for _ in range(6):
+        loss, result = forward(model, None, batch, r, probe)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(result.probe)
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     from vinci_edge.training.loop import Trainer
 
-    model, maker, r = _setup(tmp_path, steps=4)
+    model, maker, r = _setup(tmp_path, steps=3)  # 2 steps of the towers alone, then 3 joint steps
     straight = Trainer(model, maker, r, tmp_path / "a.pt")
     straight.train()
 
-    model, maker, r = _setup(tmp_path, steps=4)
-    Trainer(model, maker, r, tmp_path / "b.pt").train(stop_at=2)  # killed after step 2's save
-    model, maker, r = _setup(tmp_path, steps=4)
+    model, maker, r = _setup(tmp_path, steps=3)
+    Trainer(model, maker, r, tmp_path / "b.pt").train(stop_at=3)  # killed after step 3's save
+    model, maker, r = _setup(tmp_path, steps=3)
     resumed = Trainer(model, maker, r, tmp_path / "b.pt")
     resumed.load_state()
-    assert resumed.step == 2
+    assert resumed.step == 3
     resumed.train()
     for (name, x), y in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(x, y), name
@@ -99,11 +118,29 @@ def test_train_writes_a_checkpoint_that_loads_and_refuses_to_lose_a_run(tmp_path
     from vinci_edge.model.checkpoint import load_model
 
     out = tmp_path / "ckpt"
-    assert run(["train", "--out", str(out), "--steps", "2"]) == 0
+    assert run(["train", "--out", str(out), "--steps", "2", "--tower-steps", "1"]) == 0
     record = json.loads((out / "training_record.json").read_text())
-    assert record["steps"] == 2 and len(record["recipe"]) > 5
+    assert record["steps"] == 3 and record["recipe"]["tower_steps"] == 1
+    assert [p["phase"] for p in record["history"]] == ["towers", "joint"]
     assert load_model(out).cfg.hidden_size == 128
     # a state file beside --out means an interrupted run: refused without --resume
     (tmp_path / "other.train-state.pt").write_bytes(b"x")
-    assert run(["train", "--out", str(tmp_path / "other"), "--steps", "2"]) == 2
-    assert run(["train", "--out", str(tmp_path / "new"), "--steps", "2", "--resume"]) == 2
+    assert run(["train", "--out", str(tmp_path / "other"), "--steps", "2", "--tower-steps", "0"]) == 2
+    assert (
+        run(["train", "--out", str(tmp_path / "new"), "--steps", "2", "--tower-steps", "0", "--resume"]) == 2
+    )
+
+
+def test_the_schedule_warms_up_each_phase_and_decays_only_the_joint_one():
+    from vinci_edge.training.loop import lr_at
+    from vinci_edge.training.recipe import Recipe
+
+    r = Recipe(steps=1000, tower_steps=300, warmup_steps=100, lr=1e-3, min_lr_fraction=0.1)
+    assert r.total_steps == 1300
+    assert lr_at(0, r) == pytest.approx(1e-5) and lr_at(99, r) == pytest.approx(1e-3)
+    assert lr_at(299, r) == pytest.approx(1e-3)  # the towers' phase holds the peak
+    assert lr_at(300, r) == pytest.approx(1e-5)  # the joint phase warms up again (the LLM is new)
+    assert lr_at(399, r) == pytest.approx(1e-3)
+    assert lr_at(1299, r) == pytest.approx(1e-4, rel=1e-3)  # ... and decays to 10 %
+    with pytest.raises(ValueError, match="towers' phase needs the media probe"):
+        Recipe(tower_steps=10, probe_weight=0.0)

@@ -19,15 +19,21 @@ def render_frames(scene: Scene) -> np.ndarray:
     """(duration * fps, size, size, 3) uint8: the background, each shape drawn while it is on screen."""
     n = scene.duration * scene.fps
     frames = np.empty((n, scene.size, scene.size, 3), np.uint8)
-    yy, xx = np.mgrid[0 : scene.size, 0 : scene.size].astype(np.float32) + 0.5
+    palette = np.array([scene.background] + [COLOURS[s.colour] for s in scene.shapes], np.uint8)
     for k in range(n):
-        t = k / scene.fps
-        frame = frames[k]
-        frame[:] = scene.background
-        for shape in scene.shapes:
-            if shape.start <= t < shape.end:
-                frame[_mask(shape, t, xx, yy)] = COLOURS[shape.colour]
+        frames[k] = palette[shape_map(scene, k / scene.fps) + 1]
     return frames
+
+
+def shape_map(scene: Scene, t: float) -> np.ndarray:
+    """(size, size) int: which of `scene.shapes` each pixel shows at time t (-1: the background);
+    shapes are drawn in order, a later one over an earlier one."""
+    yy, xx = np.mgrid[0 : scene.size, 0 : scene.size].astype(np.float32) + 0.5
+    ids = np.full((scene.size, scene.size), -1, np.int64)
+    for i, shape in enumerate(scene.shapes):
+        if shape.start <= t < shape.end:
+            ids[_mask(shape, t, xx, yy)] = i
+    return ids
 
 
 def _mask(shape: ShapeEvent, t: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:

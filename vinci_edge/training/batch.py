@@ -17,6 +17,7 @@ import torch
 from vinci_edge import metrics as m
 from vinci_edge.avtask.dataset import Example, example
 from vinci_edge.avtask.questions import CATEGORIES, Question
+from vinci_edge.avtask.render import event_span, shape_map
 from vinci_edge.avtask.scene import COLOURS, PITCHES, SHAPES, WORDS, Scene
 from vinci_edge.avtask.speech import WordBank
 from vinci_edge.config import OmniVinciConfig
@@ -59,7 +60,7 @@ class Prefix:
 class Batch:
     pixels: torch.Tensor  # (clips * frames, 3, s, s)
     mel: torch.Tensor  # (clips, n_mels, 3000)
-    prefix: Prefix
+    prefix: Prefix | None  # None in a media-only batch (the towers' phase: no questions)
     tails: torch.Tensor  # (clips * questions, T) token ids, right-padded
     target_index: torch.Tensor  # (N,) flat positions in (clips * questions, T) that predict a target
     target_ids: torch.Tensor  # (N,)
@@ -67,6 +68,8 @@ class Batch:
     answer_spans: list[tuple[int, int]]  # per question, its targets in target_ids [lo, hi)
     video_labels: torch.Tensor  # (clips, frames, len(VIDEO_LABELS)) what each sampled frame shows
     audio_labels: torch.Tensor  # (clips, seconds) the sound class of each second (SOUND_CLASSES)
+    cell_labels: torch.Tensor  # (clips, frames, cells, 2) colour and shape in each token's cell
+    row_labels: torch.Tensor  # (clips, audio_rows) the sound class heard at each audio row
 
     @property
     def clips(self) -> int:
@@ -82,6 +85,7 @@ class BatchMaker:
         self.k = questions_per_clip
         self.words = WordBank()
         self.eos = builder.tokenizer.token_id(IM_END)  # what ends an assistant turn
+        self.grid = int(round(cfg.tokens_per_frame**0.5))  # token cells a side of a frame
 
     def chunk(self, ex: Example) -> VideoChunk:
         """The clip as the video chunk a file of it would give (frames sampled the official way)."""
@@ -103,21 +107,22 @@ class BatchMaker:
     def prompt(self, chunk: VideoChunk, question: str) -> Prompt:
         return self.builder.from_media(question, media_of(chunk, self.cfg))
 
-    def make(self, seeds: list[int], rng: np.random.Generator) -> Batch:
-        pixels, mels, tails, questions, labels = [], [], [], [], []
+    def make(self, seeds: list[int], rng: np.random.Generator, questions: bool = True) -> Batch:
+        """The step's batch; `questions=False`: the media and the probe's labels only."""
+        pixels, mels, tails, asked, labels = [], [], [], [], []
         prefix: Prefix | None = None
         for seed in seeds:
             ex = example(seed, self.words)
             chunk = self.chunk(ex)
-            labels.append(probe_labels(ex.scene, chunk.timeline.frame_times))
             pixels.append(chunk.pixels)
             audio = [c for c in encoded_chunks(media_of(chunk, self.cfg)) if isinstance(c, AudioChunk)]
             mels.append(audio[0].mel)
-            for q in pick_questions(ex.questions, self.k, rng):
+            real = replace(audio[0].timeline, trimmed=True).n_tokens
+            labels.append(probe_labels(ex.scene, chunk.timeline.frame_times, self.words, self.grid, real))
+            for q in pick_questions(ex.questions, self.k if questions else 0, rng):
                 prompt = self.prompt(chunk, q.question)
                 tail = prompt.chunks[-1]
                 assert isinstance(tail, TextChunk)
-                real = replace(audio[0].timeline, trimmed=True).n_tokens
                 p = Prefix.of(prompt.plan, len(prompt.plan) - len(tail.ids), real)
                 if prefix is None:
                     prefix = p
@@ -125,9 +130,9 @@ class BatchMaker:
                     raise ValueError("the clips of a step must share their media prefix (same length)")
                 answer = self.builder.tokenizer.encode(q.answer) + [self.eos]
                 tails.append((list(tail.ids), answer))
-                questions.append(q)
-        assert prefix is not None
-        return _collate(pixels, mels, prefix, tails, questions, labels)
+                asked.append(q)
+        assert prefix is not None or not questions
+        return _collate(pixels, mels, prefix, tails, asked, labels)
 
 
 VIDEO_LABELS = (*COLOURS, *SHAPES)
@@ -140,20 +145,50 @@ SOUND_CLASSES = (
 )
 
 
-def probe_labels(scene: Scene, frame_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What the media probe is taught (`loop.MediaProbe`): per sampled frame, the colours and shapes
-    on screen; per second, the sound that starts in it."""
-    video = np.zeros((frame_times.size, len(VIDEO_LABELS)), np.float32)
+@dataclass(frozen=True)
+class ProbeLabels:
+    """What the media probe is taught (`loop.MediaProbe`) about one clip."""
+
+    frames: np.ndarray  # (frames, len(VIDEO_LABELS)) float: colours and shapes on screen per sampled frame
+    seconds: np.ndarray  # (seconds,) int: the sound that starts in each second (SOUND_CLASSES)
+    cells: np.ndarray  # (frames, grid * grid, 2) int: per token's cell, 1 + colour and 1 + shape (0: none)
+    rows: np.ndarray  # (audio_rows,) int: the sound heard at the centre of each audio row
+
+
+CELL_COVER = 0.1  # a cell is labelled with a shape that covers at least this fraction of it
+
+
+def probe_labels(
+    scene: Scene, frame_times: np.ndarray, words: WordBank, grid: int, audio_rows: int
+) -> ProbeLabels:
+    """Per sampled frame, the colours and shapes on screen, and per cell of its grid x grid token
+    grid (row-major, as the projector's 2x2 fold orders them) the shape that covers most of it; per
+    second, the sound that starts in it, and per audio row, the sound heard at its centre."""
+    frames = np.zeros((frame_times.size, len(VIDEO_LABELS)), np.float32)
+    cells = np.zeros((frame_times.size, grid * grid, 2), np.int64)
+    side = scene.size // grid
     for f, t in enumerate(frame_times):
+        ids = shape_map(scene, float(t))
         for shape in scene.shapes:
             if shape.start <= t < shape.end:
-                video[f, VIDEO_LABELS.index(shape.colour)] = 1
-                video[f, VIDEO_LABELS.index(shape.shape)] = 1
-    audio = np.zeros(scene.duration, np.int64)
+                frames[f, VIDEO_LABELS.index(shape.colour)] = 1
+                frames[f, VIDEO_LABELS.index(shape.shape)] = 1
+        per_cell = ids.reshape(grid, side, grid, side).transpose(0, 2, 1, 3).reshape(grid * grid, -1)
+        for c, pixels in enumerate(per_cell):
+            counts = np.bincount(pixels[pixels >= 0], minlength=len(scene.shapes))
+            if counts.size and counts.max() >= CELL_COVER * pixels.size:
+                shape = scene.shapes[int(counts.argmax())]
+                cells[f, c] = 1 + list(COLOURS).index(shape.colour), 1 + SHAPES.index(shape.shape)
+    seconds = np.zeros(scene.duration, np.int64)
+    rows = np.zeros(audio_rows, np.int64)
+    centres = (np.arange(audio_rows) + 0.5) * scene.duration / audio_rows
     for ev in scene.sounds:
         name = "alarm" if ev.kind == "alarm" else f"{ev.kind} {ev.detail}"
-        audio[ev.second] = SOUND_CLASSES.index(name)
-    return video, audio
+        seconds[ev.second] = SOUND_CLASSES.index(name)
+        span = event_span(scene, ev.kind, words)
+        assert span is not None
+        rows[(centres >= span[0]) & (centres < span[1])] = SOUND_CLASSES.index(name)
+    return ProbeLabels(frames, seconds, cells, rows)
 
 
 def media_of(chunk: VideoChunk, cfg: OmniVinciConfig) -> list:
@@ -181,12 +216,12 @@ def pick_questions(questions: list[Question], k: int, rng: np.random.Generator) 
 def _collate(
     pixels: list[np.ndarray],
     mels: list[np.ndarray],
-    prefix: Prefix,
+    prefix: Prefix | None,
     tails: list[tuple[list[int], list[int]]],
     questions: list[Question],
-    labels: list[tuple[np.ndarray, np.ndarray]],
+    labels: list[ProbeLabels],
 ) -> Batch:
-    width = max(len(q) + len(a) for q, a in tails)
+    width = max((len(q) + len(a) for q, a in tails), default=0)
     ids = np.zeros((len(tails), width), np.int64)
     index, targets, spans = [], [], []
     for row, (q, a) in enumerate(tails):
@@ -202,12 +237,14 @@ def _collate(
         mel=torch.from_numpy(np.concatenate(mels)),
         prefix=prefix,
         tails=torch.from_numpy(ids),
-        target_index=torch.tensor(index),
-        target_ids=torch.tensor(targets),
+        target_index=torch.tensor(index, dtype=torch.int64),
+        target_ids=torch.tensor(targets, dtype=torch.int64),
         questions=questions,
         answer_spans=spans,
-        video_labels=torch.from_numpy(np.stack([v for v, _ in labels])),
-        audio_labels=torch.from_numpy(np.stack([a for _, a in labels])),
+        video_labels=torch.from_numpy(np.stack([x.frames for x in labels])),
+        audio_labels=torch.from_numpy(np.stack([x.seconds for x in labels])),
+        cell_labels=torch.from_numpy(np.stack([x.cells for x in labels])),
+        row_labels=torch.from_numpy(np.stack([x.rows for x in labels])),
     )
 
 

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--steps",
         type=opt.positive_int,
         default=defaults.steps,
-        help=f"optimizer steps (default {defaults.steps})",
+        help=f"joint steps (the whole model on the questions), after --tower-steps (default {defaults.steps})",
     )
     p.add_argument("--seed", type=opt.seed, default=0, help="initialisation and data seed (default 0)")
     p.add_argument(
@@ -33,6 +33,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="none",
         help="take one of the paper's ideas out: no-align (OmniAlignNet loss), no-teg (time "
         "interleaving), no-crte (time rotation) (default none)",
+    )
+    p.add_argument(
+        "--probe",
+        choices=("pooled", "dense"),
+        default="dense" if defaults.dense_probe else "pooled",
+        help="the media probe's heads: pooled (per frame and per second) or dense (also per video "
+        "and audio row) (default %(default)s)",
+    )
+    p.add_argument(
+        "--tower-steps",
+        type=opt.non_negative_int,
+        default=defaults.tower_steps,
+        metavar="N",
+        help="steps that train the towers alone on the media probe before the joint steps "
+        f"(default {defaults.tower_steps})",
     )
     p.add_argument(
         "--threads", type=opt.thread_count, default=0, help="torch threads (default 0: one per core)"
@@ -55,7 +70,13 @@ def main(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = Recipe(steps=args.steps, seed=args.seed, ablation=args.ablation)
+    recipe = Recipe(
+        steps=args.steps,
+        seed=args.seed,
+        ablation=args.ablation,
+        dense_probe=args.probe == "dense",
+        tower_steps=args.tower_steps,
+    )
     out = train_checkpoint(
         args.out, recipe, force=args.force, resume=args.resume, progress=to_stderr, stop_at=args.stop_at
     )

@@ -27,6 +27,7 @@ from torch import nn
 
 from vinci_edge import crte
 from vinci_edge.avtask.dataset import TRAIN_SEEDS
+from vinci_edge.avtask.scene import COLOURS, SHAPES
 from vinci_edge.kinds import Kind
 from vinci_edge.model.align import OmniAlignNet
 from vinci_edge.model.checkpoint import save_checkpoint
@@ -83,35 +84,61 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 class MediaProbe(nn.Module):
     """Training-only heads on the projected media rows (like OmniAlignNet, never exported): what each
     sampled frame shows (colours and shapes on screen, from the mean of its rows) and which sound
-    starts in each second (from the mean of that second's audio rows).
+    starts in each second (from the mean of that second's audio rows); with `dense`, also each
+    video row's cell (the colour and the shape covering it) and each audio row's sound.
 
     Why: trained end to end from scratch with the LM loss alone, the LLM learnt the answers' prior
     in ~100 steps and then ignored the media (the rows became one large constant vector; swapping
     clips left the loss unchanged to 1e-7; 30 % right at step 400 = the prior). Supervising the rows
-    directly gives the towers content from the first step, which the LLM then learns to read."""
+    directly gives the towers content from the first step, which the LLM then learns to read. The
+    pooled heads cannot teach which colour goes with which shape (a frame's mean holds both shapes'
+    features); the dense heads teach each row what is at its place and time (docs/avtask.md)."""
 
-    def __init__(self, dim: int, video_labels: int, sound_classes: int) -> None:
+    def __init__(self, dim: int, dense: bool = False) -> None:
         super().__init__()
-        self.video = nn.Linear(dim, video_labels)
-        self.audio = nn.Linear(dim, sound_classes)
+        self.video = nn.Linear(dim, len(VIDEO_LABELS))
+        self.audio = nn.Linear(dim, len(SOUND_CLASSES))
+        self.dense = dense
+        if dense:
+            self.cell_colour = nn.Linear(dim, 1 + len(COLOURS))
+            self.cell_shape = nn.Linear(dim, 1 + len(SHAPES))
+            self.row_sound = nn.Linear(dim, len(SOUND_CLASSES))
 
     def loss(self, video: torch.Tensor, audio: torch.Tensor, batch: Batch) -> torch.Tensor:
         b, frames, _ = batch.video_labels.shape
-        per_frame = video.reshape(b, frames, -1, video.shape[-1]).mean(dim=2)
+        d = video.shape[-1]
+        per_frame = video.reshape(b, frames, -1, d).mean(dim=2)
         seconds = batch.audio_labels.shape[1]
-        per_second = audio[:, : batch.prefix.audio_rows].reshape(b, seconds, -1, audio.shape[-1]).mean(dim=2)
+        heard = audio[:, : batch.row_labels.shape[1]]  # the rows of real samples
+        per_second = heard.reshape(b, seconds, -1, d).mean(dim=2)
         v = F.binary_cross_entropy_with_logits(self.video(per_frame), batch.video_labels)
         a = F.cross_entropy(self.audio(per_second).reshape(b * seconds, -1), batch.audio_labels.reshape(-1))
-        return v + a
+        if not self.dense:
+            return v + a
+        rows = video.reshape(-1, d)
+        cells = batch.cell_labels.reshape(-1, 2)
+        colour = F.cross_entropy(self.cell_colour(rows), cells[:, 0])
+        shape = F.cross_entropy(self.cell_shape(rows), cells[:, 1])
+        sound = F.cross_entropy(self.row_sound(heard.reshape(-1, d)), batch.row_labels.reshape(-1))
+        return v + a + colour + shape + sound
 
 
 @dataclass
 class StepResult:
     loss: float
-    lm: float
-    align: float
+    lm: float | None  # None in the towers' phase (no questions, no LLM)
+    align: float | None
     probe: float
-    answer_accuracy: float  # answers whose every token the model ranks first (teacher forcing)
+    answer_accuracy: float | None  # answers whose every token the model ranks first (teacher forcing)
+
+
+def tower_forward(model: OmniVinciModel, batch: Batch, probe: MediaProbe) -> tuple[torch.Tensor, StepResult]:
+    """A step of the towers' phase: the media probe's loss alone, on the towers and projectors."""
+    d = model.cfg.hidden_size
+    video = model.encode_frames(batch.pixels).reshape(batch.clips, -1, d)
+    audio = model.encode_audio(batch.mel).reshape(batch.clips, -1, d)
+    loss = probe.loss(video, audio, batch)
+    return loss, StepResult(loss.item(), None, None, loss.item(), None)
 
 
 def forward(
@@ -164,7 +191,11 @@ def forward(
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
-    """Linear warm-up, then cosine decay to `min_lr_fraction` of the peak."""
+    """The towers' phase: linear warm-up to the peak, then the peak. The joint phase (counting its
+    own steps): linear warm-up, then cosine decay to `min_lr_fraction` of the peak."""
+    if step < recipe.tower_steps:
+        return recipe.lr * min(1.0, (step + 1) / recipe.warmup_steps)
+    step -= recipe.tower_steps
     if step < recipe.warmup_steps:
         return recipe.lr * (step + 1) / recipe.warmup_steps
     u = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
@@ -181,22 +212,23 @@ def step_seeds(step: int, recipe: Recipe) -> list[int]:
 @dataclass
 class History:
     every: int = 25
-    points: list[dict[str, float]] = field(default_factory=list)
+    points: list[dict[str, Any]] = field(default_factory=list)
     _acc: list[StepResult] = field(default_factory=list)
 
-    def add(self, step: int, r: StepResult, seconds: float) -> dict[str, float] | None:
+    def add(
+        self, step: int, r: StepResult, seconds: float, phase_ends: bool = False
+    ) -> dict[str, Any] | None:
+        """A point every `every` steps and where a phase ends, averaging the steps since
+        the last one (the towers' phase has no LM, alignment or answer figures)."""
         self._acc.append(r)
-        if (step + 1) % self.every:
+        if (step + 1) % self.every and not phase_ends:
             return None
-        point = {
-            "step": step + 1,
-            "loss": float(np.mean([x.loss for x in self._acc])),
-            "lm": float(np.mean([x.lm for x in self._acc])),
-            "align": float(np.mean([x.align for x in self._acc])),
-            "probe": float(np.mean([x.probe for x in self._acc])),
-            "answer_accuracy": float(np.mean([x.answer_accuracy for x in self._acc])),
-            "seconds": round(seconds, 1),
-        }
+        point: dict[str, Any] = {"step": step + 1, "phase": "towers" if r.lm is None else "joint"}
+        for key in ("loss", "lm", "align", "probe", "answer_accuracy"):
+            values = [getattr(x, key) for x in self._acc if getattr(x, key) is not None]
+            if values:
+                point[key] = float(np.mean(values))
+        point["seconds"] = round(seconds, 1)
         self.points.append(point)
         self._acc = []
         return point
@@ -213,7 +245,7 @@ class Trainer:
             if recipe.uses_align
             else None
         )
-        self.probe = MediaProbe(d, len(VIDEO_LABELS), len(SOUND_CLASSES)) if recipe.probe_weight > 0 else None
+        self.probe = MediaProbe(d, recipe.dense_probe) if recipe.probe_weight > 0 else None
         params = list(model.parameters())
         for head in (self.align, self.probe):
             params += list(head.parameters()) if head is not None else []
@@ -257,35 +289,56 @@ class Trainer:
         self.seconds = float(state["seconds"])
 
     def train(self, progress: Progress = silent, save_every: int = 100, stop_at: int | None = None) -> None:
-        """Train to the recipe's last step, or stop (state saved) at `stop_at`."""
+        """Train to the recipe's last step (the towers' phase, then the joint one), or stop (state
+        saved) at `stop_at`."""
         recipe = self.recipe
-        last = recipe.steps if stop_at is None else min(stop_at, recipe.steps)
+        total = recipe.total_steps
+        last = total if stop_at is None else min(stop_at, total)
         self.model.train()
+        since = (self.step, self.seconds)  # where the rate in the progress lines is measured from
         while self.step < last:
             start = time.perf_counter()
+            towers = self.step < recipe.tower_steps
+            if self.step == recipe.tower_steps:
+                since = (self.step, self.seconds)  # the joint phase runs at another rate
             rng = np.random.default_rng([recipe.seed, self.step])
-            batch = self.maker.make(step_seeds(self.step, recipe), rng)
+            batch = self.maker.make(step_seeds(self.step, recipe), rng, questions=not towers)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, recipe)
-            loss, result = forward(self.model, self.align, batch, recipe, self.probe)
+            if towers:
+                assert self.probe is not None  # the recipe refuses a towers' phase without a probe
+                loss, result = tower_forward(self.model, batch, self.probe)
+            else:
+                loss, result = forward(self.model, self.align, batch, recipe, self.probe)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, recipe.grad_clip)
             self.optimizer.step()
             self.seconds += time.perf_counter() - start
-            point = self.history.add(self.step, result, self.seconds)
+            ends = self.step + 1 in (recipe.tower_steps, total)  # a phase's last step
+            point = self.history.add(self.step, result, self.seconds, ends)
             self.step += 1
             if point:
-                eta = self.seconds / self.step * (recipe.steps - self.step)
-                progress(
-                    f"step {self.step}/{recipe.steps}  loss {point['loss']:.3f} (lm {point['lm']:.3f}, "
-                    f"align {point['align']:.3f}, probe {point['probe']:.3f})  "
-                    f"answers right {point['answer_accuracy']:.0%}  "
-                    f"{self.seconds:.0f} s, about {eta / 60:.1f} min left"
-                )
-            if self.step < recipe.steps and (self.step % save_every == 0 or self.step == last):
+                progress(self._progress_line(point, since))
+            if self.step < total and (self.step % save_every == 0 or self.step == last):
                 self.save_state()
         self.model.eval()
+
+    def _progress_line(self, point: dict[str, Any], since: tuple[int, float]) -> str:
+        """The point's figures and the time left in its phase, at the phase's rate so far."""
+        recipe = self.recipe
+        rate = (self.seconds - since[1]) / max(1, self.step - since[0])
+        if point["phase"] == "towers":
+            left = rate * (recipe.tower_steps - self.step) / 60
+            what = f"towers {self.step}/{recipe.tower_steps}  probe {point['probe']:.3f}"
+            return f"{what}  {self.seconds:.0f} s, about {left:.1f} min left for the towers' phase"
+        left = rate * (recipe.total_steps - self.step) / 60
+        what = (
+            f"step {self.step - recipe.tower_steps}/{recipe.steps}  loss {point['loss']:.3f} "
+            f"(lm {point['lm']:.3f}, align {point['align']:.3f}, probe {point['probe']:.3f})  "
+            f"answers right {point['answer_accuracy']:.0%}"
+        )
+        return f"{what}  {self.seconds:.0f} s, about {left:.1f} min left"
 
 
 def write_result(trainer: Trainer, folder: Path, extra: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ PRESET = "avtask"
 
 @dataclass(frozen=True)
 class Recipe:
-    steps: int = 4000
+    steps: int = 3500  # the joint phase
     clips_per_step: int = 4
     questions_per_clip: int = 16
     lr: float = 1.5e-3
@@ -37,12 +37,21 @@ class Recipe:
     align_layers: int = 3  # per the paper: three self-attention layers per branch
     align_temperature: float = 0.07
     probe_weight: float = 1.0  # the media probe's loss (loop.MediaProbe), training only
+    dense_probe: bool = True  # the probe also per video row (its cell) and per audio row
+    tower_steps: int = 1500  # steps of the probe's loss alone on the towers, before the joint steps
     seed: int = 0
     ablation: str = "none"
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
             raise ValueError(f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}")
+        if self.tower_steps < 0 or (self.tower_steps and self.probe_weight <= 0):
+            raise ValueError("a towers' phase needs the media probe (probe_weight > 0) and tower_steps >= 0")
+
+    @property
+    def total_steps(self) -> int:
+        """The towers' phase and the joint phase."""
+        return self.tower_steps + self.steps
 
     @property
     def uses_align(self) -> bool:

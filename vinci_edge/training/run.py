@@ -66,17 +66,18 @@ def train_checkpoint(
         trainer = Trainer(model, maker, recipe, state)
         if resume:
             trainer.load_state()
-            progress(f"resuming at step {trainer.step} of {recipe.steps}")
+            progress(f"resuming at step {trainer.step} of {recipe.total_steps}")
         params = sum(p.numel() for p in model.parameters())
+        towers = f"{recipe.tower_steps} steps of the towers alone, then " if recipe.tower_steps else ""
         progress(
             f"training the {PRESET} model ({params / 1e6:.2f} M parameters, ablation {recipe.ablation}) "
-            f"for {recipe.steps} steps of {recipe.clips_per_step} clips x {recipe.questions_per_clip} "
-            f"questions on {torch.get_num_threads()} threads"
+            f"for {towers}{recipe.steps} steps of {recipe.clips_per_step} clips x "
+            f"{recipe.questions_per_clip} questions on {torch.get_num_threads()} threads"
         )
         trainer.train(progress, save_every, stop_at)
         model.vision_tower.vision_tower.config._attn_implementation = "eager"
         model.sound_tower.audio_tower.config._attn_implementation = "eager"
-        stopped = {"stopped_at": trainer.step} if trainer.step < recipe.steps else {}
+        stopped = {"stopped_at": trainer.step} if trainer.step < recipe.total_steps else {}
         write_result(trainer, folder, {"preset": PRESET, **stopped})
     if not stopped:
         state.unlink(missing_ok=True)
