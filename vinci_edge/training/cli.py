@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--steps",
         type=opt.positive_int,
         default=defaults.steps,
-        help=f"joint steps (the whole model on the questions), after --tower-steps (default {defaults.steps})",
+        help=f"joint steps (the whole model on the questions), after --tower-steps "
+        f"(default {defaults.steps})",
     )
     p.add_argument("--seed", type=opt.seed, default=0, help="initialisation and data seed (default 0)")
     p.add_argument(

@@ -348,7 +348,9 @@ def write_result(trainer: Trainer, folder: Path, extra: dict[str, Any]) -> None:
         "recipe": trainer.recipe.to_dict(),
         "steps": trainer.step,
         "train_seconds": round(trainer.seconds, 1),
-        "examples": trainer.step * trainer.recipe.clips_per_step * trainer.recipe.questions_per_clip,
+        "examples": max(0, trainer.step - trainer.recipe.tower_steps)
+        * trainer.recipe.clips_per_step
+        * trainer.recipe.questions_per_clip,  # questions answered (the towers' phase asks none)
         "history": trainer.history.points,
         "machine": machine(),
         "versions": {"torch": torch.__version__},
