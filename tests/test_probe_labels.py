@@ -42,9 +42,7 @@ def test_each_labelled_cell_shows_its_shapes_colour_and_no_other_cell_does(clips
         kinds = {s.colour: s.shape for s in ex.scene.shapes}
         for f, k in enumerate(idx):
             for c, pixels in enumerate(_cells(ex.frames[k])):
-                cover = {
-                    name: float(np.all(pixels == rgb, axis=1).mean()) for name, rgb in COLOURS.items()
-                }
+                cover = {name: float(np.all(pixels == rgb, axis=1).mean()) for name, rgb in COLOURS.items()}
                 colour, shape = labels.cells[f, c]
                 if colour == 0:
                     assert shape == 0
