@@ -76,6 +76,29 @@ def test_accuracy_groups_by_category_and_template():
     assert acc["templates"]["alarm_second"]["accuracy"] == 1.0
 
 
+def test_the_report_puts_each_side_of_the_comparison_under_its_name():
+    """A run that gains on the baseline shows more questions "only run right" than "only baseline
+    right" (the paired counts agree with the change in accuracy)."""
+    from vinci_edge.evaluation.report import markdown
+    from vinci_edge.evaluation.task_eval import Scored, agreement
+
+    def scored(rights):
+        return [
+            Scored("c", 1, "vision", "count_shapes", f"q{i}", "2", "2" if r else "3", r)
+            for i, r in enumerate(rights)
+        ]
+
+    base, run = scored([True, False, False, False]), scored([True, True, True, False])
+    report = {
+        "split": {"questions": 4, "clips": 1, "generator_version": 1},
+        "runs": [{"name": "base", "accuracy": accuracy(base)}, {"name": "run", "accuracy": accuracy(run)}],
+        "baseline": "base",
+        "agreement": {"run": agreement(run, base)},  # as task-eval calls it
+    }
+    row = next(line for line in markdown(report).splitlines() if line.startswith("| run | +"))
+    assert row == "| run | +50.0 | - | 2/4 | 0 | 2 |"
+
+
 def test_task_eval_refuses_bad_requests_in_one_line(tmp_path, capsys):
     from vinci_edge.cli import run
 

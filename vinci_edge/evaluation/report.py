@@ -87,7 +87,7 @@ def markdown(report: dict[str, Any]) -> str:
                 deltas.append(f"{100 * (a['accuracy'] - b['accuracy']):+.1f}" if a and b else "-")
             lines.append(
                 f"| {name} | {deltas[0]} | {deltas[1]} | {ag['same_answer']}/{ag['n']} | "
-                f"{ag['only_first_right']} | {ag['only_second_right']} |"
+                f"{ag['only_second_right']} | {ag['only_first_right']} |"  # agreement(run, baseline)
             )
     if report.get("goals"):
         lines += ["", "Goals: " + "; ".join(f"{k}: {v}" for k, v in report["goals"].items())]
