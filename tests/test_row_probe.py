@@ -14,7 +14,7 @@ CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "avtask"
 
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 def test_the_shipped_rows_say_colour_and_sound(tmp_path):
-    from vinci_edge.evaluation.row_probe import main, row_probe
+    from vinci_edge.training.row_probe import main, row_probe
 
     result = row_probe(CHECKPOINT, fit_clips=12, score_clips=4)
     assert result["video_colour"]["rows_with_content"] > 0.9, result

@@ -8,7 +8,7 @@ the checkpoint was trained with. Reported: accuracy over all rows and over the r
 hear something (the background and silence are most rows and easy). A row can only say what the
 LLM could read from it: shape at chance here means no question about shapes can be answered.
 
-    python -m vinci_edge.evaluation.row_probe --checkpoint checkpoints/avtask [--out FILE.json]
+    python -m vinci_edge.training.row_probe --checkpoint checkpoints/avtask [--out FILE.json]
 """
 
 from __future__ import annotations
