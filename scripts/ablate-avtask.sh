@@ -36,6 +36,10 @@ while [ $# -gt 0 ]; do
        exit 2 ;;
   esac
 done
+case "$PROBE" in
+  dense|pooled) ;;
+  *) echo "error: --probe $PROBE is not dense or pooled" >&2; exit 2 ;;
+esac
 case " $ABLATIONS " in
   *" none "*) ;;
   *) echo "error: --ablations must include none (the deltas are against the full recipe)" >&2; exit 2 ;;
@@ -54,7 +58,7 @@ for a in $ABLATIONS; do
   for s in $SEEDS; do
     name=$a-s$s
     if [ ! -f "$RUN/$name/training_record.json" ]; then
-      say "training $name ($STEPS steps)"
+      say "training $name ($TOWERS towers' steps, then $STEPS joint steps, $PROBE probe)"
       $VE/vinci-edge train --out "$RUN/$name" --steps "$STEPS" --tower-steps "$TOWERS" --probe "$PROBE" \
         --seed "$s" --ablation "$a" \
         --threads "$THREADS" --force

@@ -21,3 +21,7 @@ def test_the_shipped_rows_say_colour_and_sound(tmp_path):
     assert result["audio_sound"]["rows_with_content"] > 0.6, result
     assert result["video_shape"]["rows_with_content_n"] > 20  # the scored clips show shapes
     assert main(["--checkpoint", str(tmp_path)]) == 2  # not a checkpoint: one line, exit 2
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    assert main(["--checkpoint", str(CHECKPOINT), "--out", str(a_file)]) == 2  # refused before the work
+    assert a_file.read_text() == "mine"

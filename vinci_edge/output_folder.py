@@ -345,3 +345,17 @@ def _json_field(path: Path, key: str) -> object:
     except (OSError, ValueError):
         return None
     return data.get(key) if isinstance(data, dict) else None
+
+
+def write_texts(out: Path, texts: dict[str, str]) -> list[Path]:
+    """Each file name -> text into `out`, each through a hidden `.NAME.partial` renamed over it, so a
+    reader never sees half a report and only these names are ever replaced."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in texts.items():
+        path = out / name
+        tmp = path.with_name(f".{name}.partial")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        paths.append(path)
+    return paths

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from vinci_edge.avtask.scene import COLOURS, Scene, ShapeEvent
@@ -28,12 +30,20 @@ def render_frames(scene: Scene) -> np.ndarray:
 def shape_map(scene: Scene, t: float) -> np.ndarray:
     """(size, size) int: which of `scene.shapes` each pixel shows at time t (-1: the background);
     shapes are drawn in order, a later one over an earlier one."""
-    yy, xx = np.mgrid[0 : scene.size, 0 : scene.size].astype(np.float32) + 0.5
+    yy, xx = _pixel_centres(scene.size)
     ids = np.full((scene.size, scene.size), -1, np.int64)
     for i, shape in enumerate(scene.shapes):
         if shape.start <= t < shape.end:
             ids[_mask(shape, t, xx, yy)] = i
     return ids
+
+
+@lru_cache(maxsize=4)
+def _pixel_centres(size: int) -> np.ndarray:
+    """(2, size, size): each pixel's centre (y, x), made once per frame size (read-only)."""
+    grid = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    grid.flags.writeable = False
+    return grid
 
 
 def _mask(shape: ShapeEvent, t: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:

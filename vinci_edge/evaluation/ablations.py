@@ -24,9 +24,8 @@ from typing import Any
 
 from vinci_edge.avtask.questions import CATEGORIES
 from vinci_edge.errors import VinciEdgeError
-from vinci_edge.evaluation.report import write_texts
 from vinci_edge.evaluation.task_eval import Z95, wilson
-from vinci_edge.output_folder import check_writable_dir
+from vinci_edge.output_folder import check_writable_dir, write_texts
 from vinci_edge.svg import FONT, PALETTE
 
 BASE = "none"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vinci_edge.avtask.questions import CATEGORIES
+from vinci_edge.output_folder import write_texts
 from vinci_edge.svg import FONT, PALETTE, nice_ticks
 
 REPORT_NAMES = ("task_accuracy.json", "task_accuracy.md", "task_accuracy.svg")
@@ -25,20 +26,6 @@ COLUMNS = ("overall", *CATEGORIES)
 def write_task_report(report: dict[str, Any], out: Path) -> list[Path]:
     texts = (json.dumps(report, indent=2) + "\n", markdown(report), svg(report))
     return write_texts(out, dict(zip(REPORT_NAMES, texts)))
-
-
-def write_texts(out: Path, texts: dict[str, str]) -> list[Path]:
-    """Each file name -> text into `out`, each through a hidden `.NAME.partial` renamed over it, so a
-    reader never sees half a report and only these names are ever replaced."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in texts.items():
-        path = out / name
-        tmp = path.with_name(f".{name}.partial")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        paths.append(path)
-    return paths
 
 
 def cell(acc: dict[str, Any], column: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ the checkpoint was trained with. Reported: accuracy over all rows and over the r
 hear something (the background and silence are most rows and easy). A row can only say what the
 LLM could read from it: shape at chance here means no question about shapes can be answered.
 
-    python -m vinci_edge.training.row_probe --checkpoint checkpoints/avtask [--out FILE.json]
+    python -m vinci_edge.training.row_probe --checkpoint checkpoints/avtask [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from vinci_edge.avtask.scene import COLOURS, SHAPES
+from vinci_edge.errors import VinciEdgeError
+from vinci_edge.output_folder import check_writable_dir, write_texts
+
+OUT_NAME = "row_probe.json"
 FIT_FROM, SCORE_FROM = 5000, 7000  # training seeds (the probe never sees a held-out clip)
 FIT_STEPS = 400
 
@@ -31,7 +36,7 @@ def row_probe(checkpoint: Path, fit_clips: int = 96, score_clips: int = 48) -> d
     from vinci_edge.model.checkpoint import load_model
     from vinci_edge.request.prompt import PromptBuilder
     from vinci_edge.text.tokenizer import TextTokenizer
-    from vinci_edge.training.batch import BatchMaker
+    from vinci_edge.training.batch import SOUND_CLASSES, BatchMaker
 
     model = load_model(checkpoint)
     model.eval()
@@ -44,13 +49,13 @@ def row_probe(checkpoint: Path, fit_clips: int = 96, score_clips: int = 48) -> d
         "clips": {"fit": fit_clips, "score": score_clips},
     }
     for name, rows, column, classes in (
-        ("video_colour", "video", 0, 5),
-        ("video_shape", "video", 1, 4),
-        ("audio_sound", "audio", 0, None),
+        ("video_colour", "video", 0, 1 + len(COLOURS)),  # the dense labels' classes (0: none)
+        ("video_shape", "video", 1, 1 + len(SHAPES)),
+        ("audio_sound", "audio", 0, len(SOUND_CLASSES)),
     ):
         x, y = fit[rows], fit[f"{rows}_labels"][:, column]
         xs, ys = score[rows], score[f"{rows}_labels"][:, column]
-        predicted = _fit_linear(x, y, xs, classes or int(y.max()) + 1)
+        predicted = _fit_linear(x, y, xs, classes)
         shown = ys > 0
         result[name] = {
             "all_rows": float((predicted == ys).float().mean()),
@@ -97,17 +102,22 @@ def _fit_linear(x, y, x_score, classes: int):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint of the avtask preset")
-    ap.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--out", type=Path, default=None, help=f"also write the figures to DIR/{OUT_NAME}")
     args = ap.parse_args(argv)
     if not (args.checkpoint / "config.json").is_file():
         print(f"error: {args.checkpoint} is not a checkpoint folder (no config.json)", file=sys.stderr)
         print("hint: give a folder written by `vinci-edge train`, e.g. checkpoints/avtask", file=sys.stderr)
         return 2
+    if args.out is not None:
+        try:
+            check_writable_dir(args.out)  # before the minutes of work, not after
+        except VinciEdgeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     result = row_probe(args.checkpoint)
     text = json.dumps(result, indent=2) + "\n"
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+        write_texts(args.out, {OUT_NAME: text})
     print(text, end="")
     return 0
 
