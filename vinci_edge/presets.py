@@ -24,6 +24,7 @@ from typing import Any
 from vinci_edge.config import OmniVinciConfig, build_config
 
 PRESETS = ("omnivinci-9b", "nano", "tiny", "avtask")
+AVTASK_MAX_TIME = 16.0  # seconds: CRTE's period for the task's 8 s clips (see the preset)
 
 
 def _encoders(trope_dim: int, max_time: float) -> dict[str, str]:
@@ -203,7 +204,10 @@ def preset_components(name: str) -> tuple[dict[str, Any], dict[str, dict[str, An
         llm = _qwen2(hidden, 4, 4, 2, 384, 512, tie=True, max_pos=2048, theta=10000.0)
         vision = _siglip(vision_width, 3, 4, 128, 64, 8)
         sound = _qwen2_audio(64, 2, 4, 128)
-        root = _root(hidden, vision_width, scales, 8, 32, 2.0, 160, 120, 3600.0)
+        # CRTE's fastest channel turns once over max_time: at the 3,600 s of the large presets it
+        # turns 0.8 degrees over an 8 s clip, so the rows carry no readable time. Twice the clips'
+        # length turns it half a circle across a clip and never wraps inside 16 s.
+        root = _root(hidden, vision_width, scales, 8, 32, 2.0, 160, 120, AVTASK_MAX_TIME)
     else:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     components = {

@@ -156,6 +156,7 @@ _TEMPLATES: list[tuple[str, str, Callable[[Scene], object]]] = [
     ("time", "shape_second", _shape_second),
     ("time", "word_second", _word_second),
 ]
+TEMPLATES = tuple(name for _, name, _ in _TEMPLATES)  # every template's name, in order
 
 
 def corpus(seeds: range = range(2000)) -> str:

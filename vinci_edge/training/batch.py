@@ -9,6 +9,7 @@ is checked to be the same and is run once per clip.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 
 from vinci_edge import metrics as m
 from vinci_edge.avtask.dataset import Example, example
-from vinci_edge.avtask.questions import CATEGORIES, Question
+from vinci_edge.avtask.questions import Question
 from vinci_edge.avtask.render import event_span, shape_map
 from vinci_edge.avtask.scene import COLOURS, PITCHES, SHAPES, WORDS, Scene
 from vinci_edge.avtask.speech import WordBank
@@ -29,6 +30,7 @@ from vinci_edge.request.prompt import Prompt, PromptBuilder
 from vinci_edge.request.video import video_chunk
 from vinci_edge.timeline import VideoTimeline, sample_frame_indices
 from vinci_edge.tokens import IM_END
+from vinci_edge.training.curriculum import pick_questions
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,15 @@ class BatchMaker:
     def prompt(self, chunk: VideoChunk, question: str) -> Prompt:
         return self.builder.from_media(question, media_of(chunk, self.cfg))
 
-    def make(self, seeds: list[int], rng: np.random.Generator, questions: bool = True) -> Batch:
-        """The step's batch; `questions=False`: the media and the probe's labels only."""
+    def make(
+        self,
+        seeds: list[int],
+        rng: np.random.Generator,
+        questions: bool = True,
+        weights: Mapping[str, float] | None = None,
+    ) -> Batch:
+        """The step's batch; `questions=False`: the media and the probe's labels only. `weights`:
+        per template, how often its questions are drawn (`curriculum.pick_questions`)."""
         pixels, mels, tails, asked, labels = [], [], [], [], []
         prefix: Prefix | None = None
         for seed in seeds:
@@ -119,7 +128,7 @@ class BatchMaker:
             mels.append(audio[0].mel)
             real = replace(audio[0].timeline, trimmed=True).n_tokens
             labels.append(probe_labels(ex.scene, chunk.timeline.frame_times, self.words, self.grid, real))
-            for q in pick_questions(ex.questions, self.k if questions else 0, rng):
+            for q in pick_questions(ex.questions, self.k if questions else 0, rng, weights):
                 prompt = self.prompt(chunk, q.question)
                 tail = prompt.chunks[-1]
                 assert isinstance(tail, TextChunk)
@@ -197,20 +206,6 @@ def media_of(chunk: VideoChunk, cfg: OmniVinciConfig) -> list:
     if cfg.interleaved_vis_aud_in_video or chunk.track is None:
         return [chunk]
     return [chunk.track, replace(chunk, track=None)]
-
-
-def pick_questions(questions: list[Question], k: int, rng: np.random.Generator) -> list[Question]:
-    """k questions, each from a category drawn uniformly among those the clip has (so the rarer
-    audio-visual questions are trained on as often as the others), without repeats where possible."""
-    by_cat = {c: [q for q in questions if q.category == c] for c in CATEGORIES}
-    by_cat = {c: qs for c, qs in by_cat.items() if qs}
-    cats = list(by_cat)
-    picked: list[Question] = []
-    for _ in range(k):
-        pool = by_cat[cats[int(rng.integers(len(cats)))]]
-        fresh = [q for q in pool if q not in picked] or pool
-        picked.append(fresh[int(rng.integers(len(fresh)))])
-    return picked
 
 
 def _collate(

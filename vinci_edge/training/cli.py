@@ -9,7 +9,7 @@ import torch
 
 from vinci_edge import cli_options as opt
 from vinci_edge.progress import to_stderr
-from vinci_edge.training.recipe import ABLATIONS, Recipe
+from vinci_edge.training.recipe import ABLATIONS, QUESTION_SAMPLING, Recipe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"(default {defaults.tower_steps})",
     )
     p.add_argument(
+        "--question-sampling",
+        choices=QUESTION_SAMPLING,
+        default=defaults.question_sampling,
+        help="by-error: each clip's questions drawn from its templates in proportion to the "
+        "template's running training error; by-category: from a category drawn uniformly "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--threads", type=opt.thread_count, default=0, help="torch threads (default 0: one per core)"
     )
     p.add_argument(
@@ -77,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
         ablation=args.ablation,
         dense_probe=args.probe == "dense",
         tower_steps=args.tower_steps,
+        question_sampling=args.question_sampling,
     )
     out = train_checkpoint(
         args.out, recipe, force=args.force, resume=args.resume, progress=to_stderr, stop_at=args.stop_at

@@ -34,6 +34,7 @@ from vinci_edge.model.checkpoint import save_checkpoint
 from vinci_edge.model.omnivinci import OmniVinciModel
 from vinci_edge.progress import Progress, silent
 from vinci_edge.training.batch import SOUND_CLASSES, VIDEO_LABELS, Batch, BatchMaker, Prefix
+from vinci_edge.training.curriculum import TemplateErrors
 from vinci_edge.training.recipe import Recipe
 
 RECORD_FILE = "training_record.json"
@@ -130,6 +131,7 @@ class StepResult:
     align: float | None
     probe: float
     answer_accuracy: float | None  # answers whose every token the model ranks first (teacher forcing)
+    answers_right: list[bool] | None = None  # per question of the batch, as above
 
 
 def tower_forward(model: OmniVinciModel, batch: Batch, probe: MediaProbe) -> tuple[torch.Tensor, StepResult]:
@@ -186,7 +188,7 @@ def forward(
         right = (logits.argmax(-1) == batch.target_ids).tolist()
         whole = [all(right[lo:hi]) for lo, hi in batch.answer_spans]
     return loss, StepResult(
-        loss.item(), lm.item(), align_loss.item(), probe_loss.item(), float(np.mean(whole))
+        loss.item(), lm.item(), align_loss.item(), probe_loss.item(), float(np.mean(whole)), whole
     )
 
 
@@ -246,6 +248,7 @@ class Trainer:
             else None
         )
         self.probe = MediaProbe(d, recipe.dense_probe) if recipe.probe_weight > 0 else None
+        self.errors = TemplateErrors() if recipe.question_sampling == "by-error" else None
         params = list(model.parameters())
         for head in (self.align, self.probe):
             params += list(head.parameters()) if head is not None else []
@@ -267,6 +270,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "history": self.history.points,
                 "seconds": self.seconds,
+                "template_errors": self.errors.to_dict() if self.errors else None,
             },
             tmp,
         )
@@ -287,6 +291,8 @@ class Trainer:
         self.step = int(state["step"])
         self.history.points = list(state["history"])
         self.seconds = float(state["seconds"])
+        if self.errors is not None:
+            self.errors = TemplateErrors(state["template_errors"])
 
     def train(self, progress: Progress = silent, save_every: int = 100, stop_at: int | None = None) -> None:
         """Train to the recipe's last step (the towers' phase, then the joint one), or stop (state
@@ -302,7 +308,8 @@ class Trainer:
             if self.step == recipe.tower_steps:
                 since = (self.step, self.seconds)  # the joint phase runs at another rate
             rng = np.random.default_rng([recipe.seed, self.step])
-            batch = self.maker.make(step_seeds(self.step, recipe), rng, questions=not towers)
+            weights = self.errors.weights() if self.errors else None
+            batch = self.maker.make(step_seeds(self.step, recipe), rng, not towers, weights)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, recipe)
             if towers:
@@ -314,6 +321,8 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, recipe.grad_clip)
             self.optimizer.step()
+            if self.errors is not None and result.answers_right is not None:
+                self.errors.update(batch.questions, result.answers_right)
             self.seconds += time.perf_counter() - start
             ends = self.step + 1 in (recipe.tower_steps, total)  # a phase's last step
             point = self.history.add(self.step, result, self.seconds, ends)
@@ -352,6 +361,7 @@ def write_result(trainer: Trainer, folder: Path, extra: dict[str, Any]) -> None:
         * trainer.recipe.clips_per_step
         * trainer.recipe.questions_per_clip,  # questions answered (the towers' phase asks none)
         "history": trainer.history.points,
+        **({"template_errors": trainer.errors.to_dict()} if trainer.errors else {}),
         "machine": machine(),
         "versions": {"torch": torch.__version__},
         **extra,

@@ -20,6 +20,7 @@ from vinci_edge.config import OmniVinciConfig, build_config
 from vinci_edge.presets import preset_components
 
 ABLATIONS = ("none", "no-align", "no-teg", "no-crte")
+QUESTION_SAMPLING = ("by-error", "by-category")  # training.curriculum
 PRESET = "avtask"
 
 
@@ -39,12 +40,16 @@ class Recipe:
     probe_weight: float = 1.0  # the media probe's loss (loop.MediaProbe), training only
     dense_probe: bool = True  # the probe also per video row (its cell) and per audio row
     tower_steps: int = 1500  # steps of the probe's loss alone on the towers, before the joint steps
+    question_sampling: str = "by-error"  # templates drawn by their running error, or categories uniformly
     seed: int = 0
     ablation: str = "none"
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
             raise ValueError(f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}")
+        if self.question_sampling not in QUESTION_SAMPLING:
+            choices = ", ".join(QUESTION_SAMPLING)
+            raise ValueError(f"unknown question sampling {self.question_sampling!r}; choose one of {choices}")
         if self.tower_steps < 0 or (self.tower_steps and self.probe_weight <= 0):
             raise ValueError("a towers' phase needs the media probe (probe_weight > 0) and tower_steps >= 0")
 
