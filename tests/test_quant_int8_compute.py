@@ -19,7 +19,13 @@ from quant_helpers import _manifest, _weight_matmul_names, cosine
 from vinci_edge.errors import ConfigError, EngineError
 from vinci_edge.manifest import Manifest, PrefillGraph
 from vinci_edge.quantization import graph as g
-from vinci_edge.quantization.int8_compute import PREFILL_FILE, PREFILL_MIN, Int8Compute, layer_kind
+from vinci_edge.quantization.int8_compute import (
+    PREFILL_BLOCKWISE,
+    PREFILL_FILE,
+    PREFILL_MIN,
+    Int8Compute,
+    layer_kind,
+)
 
 
 def _ops(path) -> dict[str, int]:
@@ -54,13 +60,17 @@ def test_decoder_decode_graph_is_weight_only_and_prefill_graph_is_integer(quanti
     linear = len(_weight_matmul_names(tiny_engine / "decoder.onnx"))  # layers + the head
     decode, prefill = _ops(engine / "decoder.onnx"), _ops(engine / PREFILL_FILE)
     assert decode.get("MatMulNBits") == linear and "MatMul" not in decode and "MatMulInteger" not in decode
-    assert prefill.get("MatMulInteger") == linear - 1  # every layer but the head (one position)
-    assert prefill.get("MatMulNBits") == 1 and "MatMul" not in prefill
+    qkv = sum(1 for n in _weight_matmul_names(tiny_engine / "decoder.onnx") if layer_kind(n) == "qkv")
+    # every layer but the head (one position) and the q/k/v projections (PREFILL_BLOCKWISE)
+    assert PREFILL_BLOCKWISE == ("qkv",) and qkv > 0
+    assert prefill.get("MatMulInteger") == linear - 1 - qkv
+    assert prefill.get("MatMulNBits") == 1 + qkv and "MatMul" not in prefill
     man = Manifest.read(engine)
     assert man.stages["decoder"].prefill == PrefillGraph(PREFILL_FILE, PREFILL_MIN)
     layers = man.precision["decoder"]["details"]["layers"]
     assert set(layers) == {"qkv", "o_proj", "gate_up", "down_proj", "lm_head"}
     assert "per-token" in layers["down_proj"]["prefill"]["activations"]
+    assert layers["qkv"]["prefill"]["kernel"].startswith("MatMulNBits")
     assert layers["down_proj"]["decode"]["kernel"].startswith("MatMulNBits")
 
 
@@ -194,3 +204,53 @@ def test_layer_kinds():
         "down_proj",
         "linear",
     ]
+
+
+def test_a_layer_kind_can_keep_the_block_wise_kernel_in_the_prefill(
+    tiny_engine, stage_inputs, fp32_outputs, tmp_path
+):
+    """`prefill_blockwise`: those kinds' prefill runs the decode graph's MatMulNBits (int8 per block
+    of 32 channels) on the same shared tensor; the manifest says so, per kind."""
+    from quant_helpers import stage_outputs
+
+    from vinci_edge.quantization.quantize import quantize_engine
+
+    out = tmp_path / "down-blockwise"
+    handler = Int8Compute(prefill_blockwise=("down_proj",))  # and not qkv, the default
+    quantize_engine(tiny_engine, out, "int8-compute", handlers={"int8-compute": handler})
+    names = _weight_matmul_names(tiny_engine / "decoder.onnx")
+    down = sum(1 for n in names if layer_kind(n) == "down_proj")
+    assert down > 0
+    prefill = _ops(out / PREFILL_FILE)
+    assert prefill.get("MatMulNBits") == 1 + down  # the head and every down_proj
+    assert prefill.get("MatMulInteger") == len(names) - 1 - down
+    layers = _manifest(out)["precision"]["decoder"]["details"]["layers"]
+    assert layers["down_proj"]["prefill"]["kernel"].startswith("MatMulNBits")
+    assert "per-token" in layers["gate_up"]["prefill"]["activations"]
+    shared = _external(out / PREFILL_FILE)
+    assert all(v[0] == "decoder.onnx.data" for v in shared.values())
+    got = stage_outputs(out, stage_inputs)
+    assert cosine(got["decoder"], fp32_outputs["decoder"]) >= 0.995
+    with pytest.raises(ValueError, match="unknown decoder layer kinds"):
+        Int8Compute(prefill_blockwise=("attention",))
+
+
+def test_cli_prefill_blockwise_is_checked_where_it_is_parsed(tiny_engine, tmp_path, capsys):
+    from vinci_edge.cli import run
+    from vinci_edge.quantization.modelopt_onnx import DECODER_LAYERS
+
+    argv = ["quantize", "--engine", str(tiny_engine), "--out", str(tmp_path / "o"), "--precision"]
+    assert run([*argv, "int8-compute", "--int8-prefill-blockwise", "qkv,mlp"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "unknown layer kind 'mlp'" in err[0] and len(err) == 2
+    assert run([*argv, "int8-compute", "--int8-prefill-blockwise", "qkv,qkv"]) == 2
+    assert "named twice" in capsys.readouterr().err
+    assert run([*argv, "int4", "--int8-prefill-blockwise", "qkv"]) == 2
+    assert "applies to an int8-compute decoder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    from vinci_edge.cli import build_parser
+
+    quantize = build_parser()._subparsers._group_actions[0].choices["quantize"]
+    help_text = " ".join(quantize.format_help().split())
+    for kind in DECODER_LAYERS:  # the help names every kind the option takes
+        assert kind in help_text, kind

@@ -57,6 +57,23 @@ targets (--target checks the precisions before any work; leave it out to skip th
 _say = to_stderr_as("quantize")
 
 
+def _layer_kinds(text: str) -> list[str]:
+    """'none' or a comma list of decoder layer kinds, each known and named once."""
+    from vinci_edge.quantization.modelopt_onnx import DECODER_LAYERS  # onnx: imported on use only
+
+    if text.strip() == "none":
+        return []
+    kinds = [k.strip() for k in text.split(",")]
+    for k in kinds:
+        if k not in DECODER_LAYERS:
+            raise argparse.ArgumentTypeError(
+                f"unknown layer kind {k!r}: choose from {', '.join(DECODER_LAYERS)}, or none"
+            )
+    if len(set(kinds)) != len(kinds):
+        raise argparse.ArgumentTypeError(f"a layer kind is named twice in {text!r}")
+    return kinds
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from vinci_edge.quantization.quantize import quantize_engine
 
@@ -74,6 +91,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         keep_fp32=args.keep_fp32.split(",") if args.keep_fp32 else None,
         head_bits=args.head_bits,
         int8_range=args.int8_range,
+        prefill_blockwise=args.int8_prefill_blockwise,
         force=args.force,
         progress=_say,
     )
@@ -167,6 +185,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="int8-compute's integer range: reduced (default; 7-bit where x86 CPUs without VNNI "
         "would saturate, exact on every CPU) or full (8-bit; only for CPUs with VNNI / AMX or Arm "
         "dot products)",
+    )
+    p.add_argument(
+        "--int8-prefill-blockwise",
+        type=_layer_kinds,
+        metavar="KINDS",
+        help="int8-compute: decoder layer kinds whose prefill keeps the decode graph's block-wise "
+        "kernel (MatMulNBits: a scale per position and block of 32 channels; slower, closer to "
+        "fp32) instead of the per-position integer GEMM: a comma list of qkv, o_proj, gate_up, down_proj, "
+        "or none (default: the measured choice, docs/quantization.md)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it is an engine folder")
     p.add_argument("--json", action="store_true", help="print the per-stage precision record as JSON")

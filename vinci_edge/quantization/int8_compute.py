@@ -14,10 +14,12 @@ kernel this project has. So the kernel depends on the phase, not the layer:
   the decode graph (the stage's file) runs every linear layer as MatMulNBits 8-bit; the prefill
   graph (`decoder_prefill.onnx`, manifest `stages.decoder.prefill`) runs them as integer GEMMs with
   a scale per position ("per-token": one outlier position no longer crushes the others, which is
-  what made int8-dynamic's matmul-integer method lose perplexity). The runtime sends appends of at
-  least `min_positions` positions to the prefill graph, the rest to the decode graph, both bound to
-  the same KV cache buffers. The LM head sees one position in both (the graph's logits are the last
-  position's only): MatMulNBits 8-bit blocks of 32 in both.
+  what made int8-dynamic's matmul-integer method lose perplexity), except the kinds in
+  `prefill_blockwise` (default: the attention's q/k/v projection), which keep the decode graph's
+  MatMulNBits there too: one scale over all of a position's channels is too coarse for them. The
+  runtime sends appends of at least `min_positions` positions to the prefill graph, the rest to the
+  decode graph, both bound to the same KV cache buffers. The LM head sees one position in both (the
+  graph's logits are the last position's only): MatMulNBits 8-bit blocks of 32 in both.
 
 Why two graphs and not one with an `If` on the sequence length: decode is bound by per-node
 overhead (docs/quantization.md), and an If per linear layer adds a subgraph call per layer and token;
@@ -64,6 +66,10 @@ LEVELS = {REDUCED: 63, FULL: 127}  # per-token activations: |q| <= Q
 BLOCK = 32  # MatMulNBits' block along K (every block of a row carries the row's scale)
 PREFILL_MIN = 16  # appends of >= this many positions run the prefill graph (docs/quantization.md)
 PREFILL_FILE = "decoder_prefill.onnx"
+# Layer kinds whose prefill keeps the decode graph's block-wise kernel: per-position scales on the
+# attention's q/k/v projection cost the trained task model 1.2 of int8-compute's 1.5 points, the
+# other kinds none (docs/quantization.md, "int8-compute").
+PREFILL_BLOCKWISE = ("qkv",)
 DATA_THRESHOLD = 1024  # tensors above this many bytes go to the shared .data file
 
 
@@ -82,6 +88,7 @@ class Int8Compute:
         towers: str = PER_TENSOR,
         int8_range: str = REDUCED,
         prefill_min: int = PREFILL_MIN,
+        prefill_blockwise: tuple[str, ...] = PREFILL_BLOCKWISE,
     ) -> None:
         if towers not in ACTIVATION_SCALES:
             raise ValueError(f"unknown tower activation scale {towers!r} (choose {ACTIVATION_SCALES})")
@@ -89,7 +96,13 @@ class Int8Compute:
             raise ValueError(f"unknown int8 range {int8_range!r} (choose {INT8_RANGES})")
         if prefill_min < 2:
             raise ValueError("prefill_min must be at least 2 (one position is a decode step)")
+        unknown = set(prefill_blockwise) - set(DECODER_LAYERS)
+        if unknown:
+            raise ValueError(
+                f"unknown decoder layer kinds {sorted(unknown)} (choose from {list(DECODER_LAYERS)})"
+            )
         self.towers, self.int8_range, self.prefill_min = towers, int8_range, prefill_min
+        self.prefill_blockwise = tuple(k for k in DECODER_LAYERS if k in prefill_blockwise)
 
     def needs_calibration(self, job: StageJob) -> bool:
         return False
@@ -177,7 +190,11 @@ class Int8Compute:
         bad = [n.name for n in layers if _k(model, n) % BLOCK]
         if bad:
             raise ValueError(f"int8-compute needs input widths divisible by {BLOCK}: {', '.join(bad[:3])}")
-        job.say(f"{job.stage}: int8 compute (decode: MatMulNBits 8-bit; prefill: MatMulInteger, per-token)")
+        blockwise = f", except {', '.join(self.prefill_blockwise)}" if self.prefill_blockwise else ""
+        job.say(
+            f"{job.stage}: int8 compute (decode: MatMulNBits 8-bit; "
+            f"prefill: MatMulInteger, per-token{blockwise})"
+        )
         weights = quantize_weights(model, layers)
         kinds = {n.name: layer_kind(n.name) for n in layers}
         for node in layers:
@@ -188,25 +205,24 @@ class Int8Compute:
         del model
 
         # The prefill graph: the decode graph as saved (initializers pointing into its .data), with
-        # every linear layer's MatMulNBits turned into the per-token integer GEMM on the same tensor.
+        # every linear layer's MatMulNBits (but the block-wise kinds') turned into the per-token
+        # integer GEMM on the same tensor.
         prefill = g.load(job.dst, weights=False)
         nodes = {n.name: n for n in prefill.graph.node}
         for name, w in weights.items():
-            per_token_matmul(prefill, nodes[name], w, LEVELS[self.int8_range], weight_stored=True)
+            if kinds[name] not in self.prefill_blockwise:
+                per_token_matmul(prefill, nodes[name], w, LEVELS[self.int8_range], weight_stored=True)
         g.drop_unused(prefill)
         onnx.save_model(prefill, str(job.dst.with_name(PREFILL_FILE)))
         job.say(f"{job.stage}: prefill graph {PREFILL_FILE} written (weights shared with {data})")
 
         per_kind: dict[str, dict] = {}
+        per_token = _per_token_record(self.int8_range)
         for kind in sorted(set(kinds.values())):
             per_kind[kind] = {
                 "count": sum(1 for k in kinds.values() if k == kind),
-                "prefill": _per_token_record(self.int8_range),
-                "decode": {
-                    "kernel": "MatMulNBits 8-bit, accuracy_level 4",
-                    "activations": f"int8 per position and block of {BLOCK} (in the kernel)",
-                    "weights": "the same int8 tensor (per output channel)",
-                },
+                "prefill": _NBITS_RECORD if kind in self.prefill_blockwise else per_token,
+                "decode": _NBITS_RECORD,
             }
         if head is not None:
             per_kind["lm_head"] = {
@@ -231,6 +247,13 @@ class Int8Compute:
         )
         result.prefill = PrefillGraph(PREFILL_FILE, self.prefill_min)
         return result
+
+
+_NBITS_RECORD = {
+    "kernel": "MatMulNBits 8-bit, accuracy_level 4",
+    "activations": f"int8 per position and block of {BLOCK} (in the kernel)",
+    "weights": "the same int8 tensor (per output channel)",
+}
 
 
 def _per_token_record(int8_range: str) -> dict[str, str]:

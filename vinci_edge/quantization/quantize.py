@@ -36,7 +36,7 @@ from vinci_edge.quantization.handler import Handler, StageJob
 from vinci_edge.quantization.int4 import HEAD_BITS, Int4, Int4Awq
 from vinci_edge.quantization.int4_dq import Int4Dq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
-from vinci_edge.quantization.int8_compute import INT8_RANGES, Int8Compute
+from vinci_edge.quantization.int8_compute import INT8_RANGES, REDUCED, Int8Compute
 from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
 from vinci_edge.stages import STAGE_NAMES
@@ -51,6 +51,12 @@ KEEP_FP32_PRECISIONS = ("int8", "fp8")
 _RANGE_HINT = (
     "reduced (default: exact on every CPU) or full (8-bit activations: CPUs with VNNI / AMX, Arm dot "
     "products; docs/quantization.md, 'int8-compute')"
+)
+
+
+_BLOCKWISE_HINT = (
+    f"a comma list of {', '.join(DECODER_LAYERS)}, or none (every kind per position); "
+    "docs/quantization.md, 'int8-compute'"
 )
 
 
@@ -141,6 +147,7 @@ def quantize_engine(
     keep_fp32: list[str] | None = None,
     head_bits: int | None = None,
     int8_range: str | None = None,
+    prefill_blockwise: list[str] | None = None,
     force: bool = False,
     progress: Progress | None = None,
     handlers: dict[str, Handler] | None = None,
@@ -196,7 +203,22 @@ def quantize_engine(
             )
         if "int8-compute" not in precisions.values():
             raise ConfigError("--int8-range applies to int8-compute stages", hint=_RANGE_HINT)
-        handlers = {"int8-compute": Int8Compute(int8_range=int8_range), **(handlers or {})}
+    if prefill_blockwise is not None:
+        unknown = [k for k in prefill_blockwise if k not in DECODER_LAYERS]
+        if unknown:
+            raise ConfigError(
+                f"--int8-prefill-blockwise: unknown layer kind {unknown[0]!r}", hint=_BLOCKWISE_HINT
+            )
+        if precisions.get(st.DECODER) != "int8-compute":
+            raise ConfigError(
+                "--int8-prefill-blockwise applies to an int8-compute decoder", hint=_BLOCKWISE_HINT
+            )
+    if int8_range is not None or prefill_blockwise is not None:
+        handler = Int8Compute(
+            int8_range=int8_range or REDUCED,
+            **({} if prefill_blockwise is None else {"prefill_blockwise": tuple(prefill_blockwise)}),
+        )
+        handlers = {"int8-compute": handler, **(handlers or {})}
     registry = {**HANDLERS, **(handlers or {})}
     by_stage = {s: registry[p] for s, p in precisions.items() if p != "fp32"}
     if not by_stage:
@@ -282,7 +304,7 @@ def quantize_engine(
             "smoothquant": smoothquant,
             "keep_fp32": list(keep),
             "head_bits": head_bits,
-            **({"int8_range": int8_range or "reduced"} if "int8-compute" in precisions.values() else {}),
+            **({"int8_range": int8_range or REDUCED} if "int8-compute" in precisions.values() else {}),
             "calibration": calibration.record if calibration else None,
             "vinci_edge": __version__,
         }
