@@ -5,7 +5,10 @@ SmolLM2-135M-Instruct) the decoder appends N positions to an empty cache, N over
 
     fp32            the fp32 engine's decoder
     int8-dynamic    MatMulNBits 8-bit (the weight-only decode kernel)
-    int8c-prefill   int8-compute's prefill graph (MatMulInteger, per-position scales)
+    int8c-prefill   int8-compute's prefill graph (MatMulInteger, per-position scales; the q/k/v
+                    projections block-wise, MatMulNBits, as the default `prefill_blockwise`)
+    int8c-prefill-per-token   the same with every layer kind per position (prefill_blockwise
+                    empty): what keeping q/k/v block-wise for accuracy costs
     int8c-decode    int8-compute's decode graph forced for every N (MatMulNBits 8-bit)
 
 The last two are the same engine with `min_positions` set to 1 and to "never": where the prefill
@@ -42,13 +45,15 @@ from common import (
 NEVER = 1 << 30
 
 
-def quantized(fp32, name: str, precision: str, int8_range: str | None):
+def quantized(fp32, name: str, precision: str, int8_range: str | None, blockwise: list[str] | None = None):
     from vinci_edge.quantization.quantize import quantize_engine
 
     out = BENCH / name
     if not (out / "manifest.json").is_file():
         say(f"quantizing {fp32.name} -> {name}")
-        quantize_engine(fp32, out, precision, int8_range=int8_range, force=True, progress=say)
+        quantize_engine(
+            fp32, out, precision, int8_range=int8_range, prefill_blockwise=blockwise, force=True, progress=say
+        )
     return out
 
 
@@ -58,7 +63,12 @@ def engines(model: str, int8_range: str) -> dict:
     return {
         "fp32": fp32,
         "int8-dynamic": quantized(fp32, f"{model}-int8-dynamic", "int8-dynamic", None),
-        "int8-compute": quantized(fp32, f"{model}-int8-compute-{int8_range}", "int8-compute", int8_range),
+        "int8-compute": quantized(
+            fp32, f"{model}-int8-compute-{int8_range}-qkv-blockwise", "int8-compute", int8_range, ["qkv"]
+        ),
+        "int8-compute-per-token": quantized(
+            fp32, f"{model}-int8-compute-{int8_range}-none-blockwise", "int8-compute", int8_range, []
+        ),
     }
 
 
@@ -84,6 +94,8 @@ def decoders(folders: dict, threads: int) -> dict:
                 raise SystemExit(f"{folder} has no prefill graph: re-quantize it")
             out["int8c-prefill"] = (dec, 1)
             out["int8c-decode"] = (dec, NEVER)
+        elif name == "int8-compute-per-token":
+            out["int8c-prefill-per-token"] = (dec, 1)
         else:
             out[name] = (dec, None)
     return out
@@ -118,7 +130,8 @@ def bench_prefill(folders: dict, sizes: list[int], rounds: int, threads: int) ->
 def bench_vision(folders: dict, rounds: int, threads: int) -> dict:
     from vinci_edge.runtime.pipeline import Pipeline
 
-    runners = {n: Pipeline.from_engine(f, threads=threads).runner("vision") for n, f in folders.items()}
+    towers = {n: f for n, f in folders.items() if n != "int8-compute-per-token"}  # int8-compute's towers
+    runners = {n: Pipeline.from_engine(f, threads=threads).runner("vision") for n, f in towers.items()}
     shape = next(
         i for i in next(iter(runners.values())).session.get_inputs() if i.name == "pixel_values"
     ).shape

@@ -53,9 +53,12 @@ def summary(runs: list[dict]) -> dict:
 
 
 def quantized_engine(fp32, precision: str, int8_range: str | None):
+    from vinci_edge.quantization.int8_compute import PREFILL_BLOCKWISE
     from vinci_edge.quantization.quantize import quantize_engine
 
-    name = f"nano-{precision}" + (f"-{int8_range}" if int8_range and precision == "int8-compute" else "")
+    name = f"nano-{precision}"
+    if precision == "int8-compute":  # the folder names what it was made with (a cache, not a guess)
+        name += f"-{int8_range}-" + ("+".join(PREFILL_BLOCKWISE) or "none") + "-blockwise"
     out = BENCH / name
     if not (out / "manifest.json").is_file():
         say(f"quantizing nano-fp32 -> {name}")
