@@ -6,9 +6,10 @@ SmolLM2-135M-Instruct) the decoder appends N positions to an empty cache, N over
     fp32            the fp32 engine's decoder
     int8-dynamic    MatMulNBits 8-bit (the weight-only decode kernel)
     int8c-prefill   int8-compute's prefill graph (MatMulInteger, per-position scales; the q/k/v
-                    projections block-wise, MatMulNBits, as the default `prefill_blockwise`)
-    int8c-prefill-per-token   the same with every layer kind per position (prefill_blockwise
-                    empty): what keeping q/k/v block-wise for accuracy costs
+                    and gate/up projections block-wise, MatMulNBits: the default `prefill_blockwise`)
+    int8c-prefill-qkv         the same with only q/k/v block-wise
+    int8c-prefill-per-token   the same with every layer kind per position: what keeping kinds
+                    block-wise for accuracy costs
     int8c-decode    int8-compute's decode graph forced for every N (MatMulNBits 8-bit)
 
 The last two are the same engine with `min_positions` set to 1 and to "never": where the prefill
@@ -64,6 +65,9 @@ def engines(model: str, int8_range: str) -> dict:
         "fp32": fp32,
         "int8-dynamic": quantized(fp32, f"{model}-int8-dynamic", "int8-dynamic", None),
         "int8-compute": quantized(
+            fp32, f"{model}-int8-compute-{int8_range}-qkv+gate_up-blockwise", "int8-compute", int8_range
+        ),
+        "int8-compute-qkv": quantized(
             fp32, f"{model}-int8-compute-{int8_range}-qkv-blockwise", "int8-compute", int8_range, ["qkv"]
         ),
         "int8-compute-per-token": quantized(
@@ -94,8 +98,8 @@ def decoders(folders: dict, threads: int) -> dict:
                 raise SystemExit(f"{folder} has no prefill graph: re-quantize it")
             out["int8c-prefill"] = (dec, 1)
             out["int8c-decode"] = (dec, NEVER)
-        elif name == "int8-compute-per-token":
-            out["int8c-prefill-per-token"] = (dec, 1)
+        elif name in ("int8-compute-qkv", "int8-compute-per-token"):
+            out["int8c-prefill" + name.removeprefix("int8-compute")] = (dec, 1)
         else:
             out[name] = (dec, None)
     return out
@@ -130,7 +134,7 @@ def bench_prefill(folders: dict, sizes: list[int], rounds: int, threads: int) ->
 def bench_vision(folders: dict, rounds: int, threads: int) -> dict:
     from vinci_edge.runtime.pipeline import Pipeline
 
-    towers = {n: f for n, f in folders.items() if n != "int8-compute-per-token"}  # int8-compute's towers
+    towers = {n: f for n, f in folders.items() if not n.startswith("int8-compute-")}  # one int8-compute
     runners = {n: Pipeline.from_engine(f, threads=threads).runner("vision") for n, f in towers.items()}
     shape = next(
         i for i in next(iter(runners.values())).session.get_inputs() if i.name == "pixel_values"

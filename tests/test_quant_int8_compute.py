@@ -60,17 +60,19 @@ def test_decoder_decode_graph_is_weight_only_and_prefill_graph_is_integer(quanti
     linear = len(_weight_matmul_names(tiny_engine / "decoder.onnx"))  # layers + the head
     decode, prefill = _ops(engine / "decoder.onnx"), _ops(engine / PREFILL_FILE)
     assert decode.get("MatMulNBits") == linear and "MatMul" not in decode and "MatMulInteger" not in decode
-    qkv = sum(1 for n in _weight_matmul_names(tiny_engine / "decoder.onnx") if layer_kind(n) == "qkv")
-    # every layer but the head (one position) and the q/k/v projections (PREFILL_BLOCKWISE)
-    assert PREFILL_BLOCKWISE == ("qkv",) and qkv > 0
-    assert prefill.get("MatMulInteger") == linear - 1 - qkv
-    assert prefill.get("MatMulNBits") == 1 + qkv and "MatMul" not in prefill
+    names = _weight_matmul_names(tiny_engine / "decoder.onnx")
+    blockwise = sum(1 for n in names if layer_kind(n) in PREFILL_BLOCKWISE)
+    # every layer but the head (one position) and the block-wise kinds (q/k/v, gate/up)
+    assert PREFILL_BLOCKWISE == ("qkv", "gate_up") and blockwise > 0
+    assert prefill.get("MatMulInteger") == linear - 1 - blockwise
+    assert prefill.get("MatMulNBits") == 1 + blockwise and "MatMul" not in prefill
     man = Manifest.read(engine)
     assert man.stages["decoder"].prefill == PrefillGraph(PREFILL_FILE, PREFILL_MIN)
     layers = man.precision["decoder"]["details"]["layers"]
     assert set(layers) == {"qkv", "o_proj", "gate_up", "down_proj", "lm_head"}
     assert "per-token" in layers["down_proj"]["prefill"]["activations"]
     assert layers["qkv"]["prefill"]["kernel"].startswith("MatMulNBits")
+    assert layers["gate_up"]["prefill"]["kernel"].startswith("MatMulNBits")
     assert layers["down_proj"]["decode"]["kernel"].startswith("MatMulNBits")
 
 
@@ -216,7 +218,7 @@ def test_a_layer_kind_can_keep_the_block_wise_kernel_in_the_prefill(
     from vinci_edge.quantization.quantize import quantize_engine
 
     out = tmp_path / "down-blockwise"
-    handler = Int8Compute(prefill_blockwise=("down_proj",))  # and not qkv, the default
+    handler = Int8Compute(prefill_blockwise=("down_proj",))  # and not the default's kinds
     quantize_engine(tiny_engine, out, "int8-compute", handlers={"int8-compute": handler})
     names = _weight_matmul_names(tiny_engine / "decoder.onnx")
     down = sum(1 for n in names if layer_kind(n) == "down_proj")

@@ -15,7 +15,7 @@ kernel this project has. So the kernel depends on the phase, not the layer:
   graph (`decoder_prefill.onnx`, manifest `stages.decoder.prefill`) runs them as integer GEMMs with
   a scale per position ("per-token": one outlier position no longer crushes the others, which is
   what made int8-dynamic's matmul-integer method lose perplexity), except the kinds in
-  `prefill_blockwise` (default: the attention's q/k/v projection), which keep the decode graph's
+  `prefill_blockwise` (default: the q/k/v and the gate/up projections), which keep the decode graph's
   MatMulNBits there too: one scale over all of a position's channels is too coarse for them. The
   runtime sends appends of at least `min_positions` positions to the prefill graph, the rest to the
   decode graph, both bound to the same KV cache buffers. The LM head sees one position in both (the
@@ -67,9 +67,9 @@ BLOCK = 32  # MatMulNBits' block along K (every block of a row carries the row's
 PREFILL_MIN = 16  # appends of >= this many positions run the prefill graph (docs/quantization.md)
 PREFILL_FILE = "decoder_prefill.onnx"
 # Layer kinds whose prefill keeps the decode graph's block-wise kernel: per-position scales on the
-# attention's q/k/v projection cost the trained task model 1.2 of int8-compute's 1.5 points, the
-# other kinds none (docs/quantization.md, "int8-compute").
-PREFILL_BLOCKWISE = ("qkv",)
+# q/k/v projection and on the MLP's gate/up projection cost the trained task model up to 7 points
+# together with the others; with these two block-wise it stays within 1 (docs/quantization.md).
+PREFILL_BLOCKWISE = ("qkv", "gate_up")
 DATA_THRESHOLD = 1024  # tensors above this many bytes go to the shared .data file
 
 
