@@ -40,7 +40,8 @@ class TemplateErrors:
         return {t: FLOOR + e for t, e in self.errors.items()}
 
     def to_dict(self) -> dict[str, float]:
-        return {t: round(e, 6) for t, e in self.errors.items()}
+        """Unrounded: a resumed run must draw exactly what the uninterrupted one would."""
+        return dict(self.errors)
 
 
 def pick_questions(
