@@ -195,7 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="int8-compute: decoder layer kinds whose prefill keeps the decode graph's block-wise "
         "kernel (MatMulNBits: a scale per position and block of 32 channels; slower, closer to "
         "fp32) instead of the per-position integer GEMM: a comma list of qkv, o_proj, gate_up, down_proj, "
-        "or none (default: the measured choice, docs/quantization.md)",
+        "or none (default qkv,gate_up: the measured choice, docs/quantization.md)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it is an engine folder")
     p.add_argument("--json", action="store_true", help="print the per-stage precision record as JSON")

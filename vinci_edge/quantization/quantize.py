@@ -36,7 +36,7 @@ from vinci_edge.quantization.handler import Handler, StageJob
 from vinci_edge.quantization.int4 import HEAD_BITS, Int4, Int4Awq
 from vinci_edge.quantization.int4_dq import Int4Dq
 from vinci_edge.quantization.int8 import Int8Dynamic, Int8Static
-from vinci_edge.quantization.int8_compute import INT8_RANGES, REDUCED, Int8Compute
+from vinci_edge.quantization.int8_compute import INT8_RANGES, PREFILL_BLOCKWISE, REDUCED, Int8Compute
 from vinci_edge.quantization.modelopt_onnx import AUTO, DECODER_LAYERS
 from vinci_edge.quantization.targets import ALL_PRECISIONS, check_target
 from vinci_edge.stages import STAGE_NAMES
@@ -216,7 +216,7 @@ def quantize_engine(
     if int8_range is not None or prefill_blockwise is not None:
         handler = Int8Compute(
             int8_range=int8_range or REDUCED,
-            **({} if prefill_blockwise is None else {"prefill_blockwise": tuple(prefill_blockwise)}),
+            prefill_blockwise=PREFILL_BLOCKWISE if prefill_blockwise is None else tuple(prefill_blockwise),
         )
         handlers = {"int8-compute": handler, **(handlers or {})}
     registry = {**HANDLERS, **(handlers or {})}
