@@ -95,7 +95,7 @@ def decoders(folders: dict, threads: int) -> dict:
         dec = Pipeline.from_engine(folder, threads=threads).decoder
         if name == "int8-compute":
             if dec.prefill_session is None:
-                raise SystemExit(f"{folder} has no prefill graph: re-quantize it")
+                raise SystemExit(dec.prefill_note or f"{folder} has no prefill graph: re-quantize it")
             out["int8c-prefill"] = (dec, 1)
             out["int8c-decode"] = (dec, NEVER)
         elif name in ("int8-compute-qkv", "int8-compute-per-token"):

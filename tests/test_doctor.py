@@ -55,7 +55,14 @@ def test_json_has_the_machine_and_every_check(machine):
     assert proc.returncode == 0
     report = json.loads(proc.stdout)
     checks = {k["name"]: k for k in report["checks"]}
-    assert set(checks) == {"onnxruntime-cpu", "stitch-cpp", "onnxruntime-cuda", "tensorrt", "stitch-cuda"}
+    assert set(checks) == {
+        "onnxruntime-cpu",
+        "integer-gemm",
+        "stitch-cpp",
+        "onnxruntime-cuda",
+        "tensorrt",
+        "stitch-cuda",
+    }
     assert checks["onnxruntime-cpu"]["status"] == "ok" and report["exit_status"] == 0
     assert report["machine"]["onnxruntime"] == machine.onnxruntime
     if machine.tensorrt is None:
@@ -71,7 +78,7 @@ def test_requiring_a_gpu_backend_this_machine_lacks_exits_1(machine):
 
 
 def _checks(**status: str) -> list[c.Check]:
-    names = ["onnxruntime-cpu", "stitch-cpp", "onnxruntime-cuda", "tensorrt", "stitch-cuda"]
+    names = ["onnxruntime-cpu", "integer-gemm", "stitch-cpp", "onnxruntime-cuda", "tensorrt", "stitch-cuda"]
     return [
         c.Check(n, "cuda" in n or n == "tensorrt", status.get(n.replace("-", "_"), c.MISSING), "")
         for n in names
@@ -82,6 +89,8 @@ def test_the_exit_status_rule():
     assert exit_status(_checks(onnxruntime_cpu=c.OK), []) == 0  # GPU parts missing: still 0
     assert exit_status(_checks(), []) == 1  # no CPU path
     assert exit_status(_checks(onnxruntime_cpu=c.OK, tensorrt=c.FAILED), []) == 1  # wrong answer
+    # an inexact integer GEMM: reported; int8-compute engines prefill on their decode graph instead
+    assert exit_status(_checks(onnxruntime_cpu=c.OK, integer_gemm=c.FAILED), []) == 0
     assert exit_status(_checks(onnxruntime_cpu=c.OK), ["ort-cuda"]) == 1
     assert exit_status(_checks(onnxruntime_cpu=c.OK, onnxruntime_cuda=c.OK), ["ort-cuda"]) == 0
 

@@ -155,6 +155,10 @@ class PrefillGraph:
     file: str
     min_positions: int
     ort_optimization: str = "all"
+    # The largest |q| of its int8 activations (63 at --int8-range reduced, 127 at full): the runtime
+    # checks that the CPU's integer GEMM is exact at this range (runtime/integer_gemm.py). None in
+    # engines written before it was recorded: checked at the full range.
+    activation_levels: int | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> PrefillGraph:
@@ -162,14 +166,22 @@ class PrefillGraph:
         n = _get(d, "min_positions", int, where)
         if n < 2:
             raise EngineError(f"the manifest's {where} min_positions {n} is below 2", hint=REEXPORT)
-        return cls(_get(d, "file", str, where), n, _opt(d, "ort_optimization", str, where) or "all")
+        levels = _opt(d, "activation_levels", int, where)
+        if levels is not None and not 1 <= levels <= 127:
+            raise EngineError(
+                f"the manifest's {where} activation_levels {levels} is outside [1, 127]", hint=REEXPORT
+            )
+        return cls(_get(d, "file", str, where), n, _opt(d, "ort_optimization", str, where) or "all", levels)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "file": self.file,
             "min_positions": self.min_positions,
             "ort_optimization": self.ort_optimization,
         }
+        if self.activation_levels is not None:
+            out["activation_levels"] = self.activation_levels
+        return out
 
 
 @dataclass

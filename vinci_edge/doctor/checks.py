@@ -85,6 +85,32 @@ def ort_cpu(p: Probe, atol: float) -> Check:
     return _guard(name, False, fix, run)
 
 
+def integer_gemm(p: Probe) -> Check:
+    """ONNX Runtime's u8 x s8 integer GEMM against numpy, at int8-compute's two activation ranges
+    (runtime/integer_gemm.py): where it is not exact, int8-compute engines prefill on their decode
+    graph. Inexact at the full range only is how CPUs without VNNI are built (their kernel
+    saturates): not a failure, but such a CPU wants engines quantized at --int8-range reduced."""
+    name = "integer-gemm"
+    fix = "int8-compute engines prefill on their decode graph here; another onnxruntime version may be exact"
+    if p.onnxruntime is None:
+        return Check(name, False, MISSING, "ONNX Runtime is not installed", "pip install 'vinci-edge[cpu]'")
+
+    def run() -> Check:
+        from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm
+
+        reduced, full = check_integer_gemm(63), check_integer_gemm(FULL_LEVELS)
+        if not reduced.exact:
+            return Check(name, False, FAILED, f"{reduced.wrong} of {reduced.total} results wrong", fix)
+        if not full.exact:
+            detail = (
+                f"exact at --int8-range reduced; at full {full.wrong} of {full.total} wrong (use reduced)"
+            )
+            return Check(name, False, OK, detail)
+        return Check(name, False, OK, f"exact at both --int8-range values ({full.total} int32 results each)")
+
+    return _guard(name, False, fix, run)
+
+
 def _stitch_inputs():
     from vinci_edge.crte import RotationTable
     from vinci_edge.kinds import Kind

@@ -28,6 +28,7 @@ def run_checks(atol: float) -> tuple[dict, list[c.Check]]:
     p = probe()
     found = [
         c.ort_cpu(p, atol),
+        c.integer_gemm(p),
         c.stitch(p, "cpp", atol),
         c.ort_cuda(p, atol),
         c.tensorrt(p, atol),
@@ -40,7 +41,9 @@ def exit_status(found: list[c.Check], require: list[str]) -> int:
     by_name = {k.name: k for k in found}
     if by_name["onnxruntime-cpu"].status != c.OK:
         return 1
-    if any(k.status == c.FAILED for k in found):
+    # An inexact integer GEMM costs int8-compute engines their prefill speed, not their answers (the
+    # runtime prefills on the decode graph): reported, and the CPU path still works.
+    if any(k.status == c.FAILED and k.name != "integer-gemm" for k in found):
         return 1
     if any(by_name[_BY_BACKEND[b]].status != c.OK for b in require):
         return 1

@@ -33,6 +33,8 @@ of the way; `--keep-fp32` leaves such layers in fp32. The measurements: docs/qua
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vinci_edge import stages as st
 from vinci_edge.quantization import graph as g
 from vinci_edge.quantization import modelopt_onnx
@@ -45,9 +47,9 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def smoothed_model(job: StageJob, keep_head: bool = False):
+def smoothed_model(job: StageJob, keep_head: bool = False, skip: Callable[[str], bool] | None = None):
     """The stage's fp32 graph, SmoothQuant-smoothed when asked (decoder only; the LM head too
-    unless `keep_head`, i.e. it stays fp32); + the report."""
+    unless `keep_head`, i.e. it stays fp32; none of the linear layers `skip` names); + the report."""
     from vinci_edge.quantization.smoothquant import smoothquant
 
     model = g.load(job.src)
@@ -56,6 +58,8 @@ def smoothed_model(job: StageJob, keep_head: bool = False):
         return model, None
     head = g.output_head(model) if keep_head else None
     only = {n.name for n in g.weight_matmuls(model)} - ({head.name} if head is not None else set())
+    if skip is not None:
+        only = {name for name in only if not skip(name)}
     job.say(f"{job.stage}: SmoothQuant (alpha {job.smoothquant})")
     report = smoothquant(
         model,

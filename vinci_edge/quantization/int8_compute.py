@@ -55,6 +55,7 @@ from vinci_edge import stages as st
 from vinci_edge.manifest import PrefillGraph
 from vinci_edge.quantization import graph as g
 from vinci_edge.quantization.handler import StageJob, StageResult
+from vinci_edge.quantization.int8 import smoothed_model
 from vinci_edge.quantization.modelopt_onnx import DECODER_LAYERS
 
 PRECISION = "int8-compute"
@@ -105,7 +106,7 @@ class Int8Compute:
         self.prefill_blockwise = tuple(k for k in DECODER_LAYERS if k in prefill_blockwise)
 
     def needs_calibration(self, job: StageJob) -> bool:
-        return False
+        return job.smoothquant is not None and job.stage == st.DECODER
 
     def check_available(self) -> None:
         return None
@@ -181,8 +182,10 @@ class Int8Compute:
 
     # ---- decoder -------------------------------------------------------------------------------------
     def _decoder(self, job: StageJob) -> StageResult:
-        model = g.load(job.src)
-        g.name_nodes(model)
+        # SmoothQuant (when asked) on the layers whose prefill runs per-token: the block-wise ones
+        # and the head quantize their activations per block of 32 and are left as they are.
+        kept = self.prefill_blockwise
+        model, sq = smoothed_model(job, keep_head=True, skip=lambda name: layer_kind(name) in kept)
         head = g.output_head(model)
         if head is not None:
             model = g.matmul_nbits(model, 8, BLOCK, symmetric=True, nodes_to_include=[head.name])
@@ -237,15 +240,20 @@ class Int8Compute:
             "ops": decode_ops,
             "prefill_ops": g.op_counts(prefill),
         }
+        if sq is not None:
+            details["smoothquant"] = sq.to_dict()
+        smoothed = f" + SmoothQuant alpha={job.smoothquant}" if sq is not None else ""
         result = StageResult(
-            "int8 compute (prefill MatMulInteger per-token, decode MatMulNBits 8-bit)",
+            f"int8 compute (prefill MatMulInteger per-token, decode MatMulNBits 8-bit){smoothed}",
             self.tool,
             _ort_version(),
             data,
             "all",
             details,
         )
-        result.prefill = PrefillGraph(PREFILL_FILE, self.prefill_min)
+        result.prefill = PrefillGraph(
+            PREFILL_FILE, self.prefill_min, activation_levels=LEVELS[self.int8_range]
+        )
         return result
 
 

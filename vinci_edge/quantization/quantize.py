@@ -44,7 +44,7 @@ from vinci_edge.stages import STAGE_NAMES
 HANDLERS: dict[str, Handler] = {
     h.precision: h for h in (Int8Dynamic(), Int8Compute(), Int8Static(), Fp8(), Int4(), Int4Awq(), Int4Dq())
 }
-SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic")
+SMOOTHQUANT_PRECISIONS = ("int8", "int8-dynamic", "int8-compute")
 KEEP_FP32_PRECISIONS = ("int8", "fp8")
 
 
@@ -167,7 +167,7 @@ def quantize_engine(
             )
         if precisions.get(st.DECODER) not in SMOOTHQUANT_PRECISIONS:
             raise ConfigError(
-                "--smoothquant applies to the decoder at int8 or int8-dynamic",
+                "--smoothquant applies to the decoder at int8, int8-dynamic or int8-compute",
                 hint=f"the decoder's precision here is {precisions.get('decoder')}",
             )
     keep = tuple(keep_fp32 or ())

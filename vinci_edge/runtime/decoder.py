@@ -10,7 +10,9 @@ are what the shared decode loop (`vinci_edge.generation.generate`) calls.
 An engine may hold a prefill graph beside the decoder's (manifest `PrefillGraph`; `int8-compute`):
 the same inputs, outputs and weights file, other kernels. It gets a session of its own bound to the
 same KV buffers, and runs every append of at least `min_positions` positions; shorter ones (decode
-steps) run the decoder's graph.
+steps) run the decoder's graph. Its integer GEMMs are exact by definition; on a CPU where ONNX
+Runtime's kernel is not (runtime/integer_gemm.py checks, once per process), the prefill graph is not
+loaded and every append runs the decoder's graph; `prefill_note` says why.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ from vinci_edge.runtime.backend import (
     import_onnxruntime,
     make_session,
 )
+from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm
+
+
+def _integer_gemm_note(prefill: PrefillGraph) -> str | None:
+    """None where the CPU's integer GEMM is exact at the prefill graph's activation range; else
+    why the prefill graph is not used (runtime/integer_gemm.py)."""
+    check = check_integer_gemm(prefill.activation_levels or FULL_LEVELS)
+    return None if check.exact else check.note()
 
 
 class OrtDecoder:
@@ -56,7 +66,10 @@ class OrtDecoder:
         if provenance is not None:
             check_provenance(self.name, path, graph_props(self.session), provenance)
         self.prefill_session, self.prefill_min = None, None
-        if prefill is not None:
+        self.prefill_note: str | None = None  # why an engine's prefill graph is not used here
+        if prefill is not None and settings.provider == "CPUExecutionProvider":
+            self.prefill_note = _integer_gemm_note(prefill)
+        if prefill is not None and self.prefill_note is None:
             prefill_path = Path(path).with_name(prefill.file)
             self.prefill_session = make_session(
                 prefill_path, dataclasses.replace(settings, optimization=prefill.ort_optimization)

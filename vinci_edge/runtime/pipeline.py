@@ -182,6 +182,7 @@ class Pipeline:
     ) -> Generator[str, None, Answer]:
         decoder = self.decoder
         max_new, warnings = fit_context(len(prompt.plan), gen.max_new_tokens, decoder.context)
+        notes = [note for note in (self.stitch_note, _prefill_note(decoder)) if note]
         embeds = self.inputs_embeds(prompt, metrics)
         out = yield from generate(
             decoder, embeds, replace(gen, max_new_tokens=max_new), self.tokenizer, metrics
@@ -194,12 +195,18 @@ class Pipeline:
             prompt_tokens=len(prompt.plan),
             metrics=metrics,
             backend="tensorrt" if self.backend == TENSORRT else "onnxruntime",
-            warnings=prompt.warnings + ([self.stitch_note] if self.stitch_note else []) + warnings,
+            warnings=prompt.warnings + notes + warnings,
             plan=prompt.plan.counts(),
             extra={
                 "media": prompt.media_info,
                 "stitch": self.stitch_name,
                 "decoder_graph": self.stages.decoder_graph,
+                "prefill_graph": getattr(decoder, "prefill_session", None) is not None,
                 "providers": {k: r.provider for k, r in self.stages.runners.items()},
             },
         )
+
+
+def _prefill_note(decoder: Any) -> str | None:
+    """Why an engine's prefill graph is not used (OrtDecoder: this CPU's integer GEMM is not exact)."""
+    return getattr(decoder, "prefill_note", None)

@@ -1,0 +1,101 @@
+"""Is ONNX Runtime's integer GEMM exact on this CPU? A check run before trusting a prefill graph.
+
+`int8-compute`'s prefill graph (quantization/int8_compute.py) multiplies int8 activations by int8
+weights in `MatMulInteger`, whose int32 result is exact by definition: the accuracy of the engine is
+that of its quantization, the same on every CPU. Which kernel ONNX Runtime's MLAS picks depends on
+the CPU (AVX2 `vpmaddubsw`, AVX-512 / AVX-VNNI `vpdpbusd`, AMX tiles), and a kernel can be wrong:
+`vpmaddubsw` saturates when both operands use their full 8-bit range (why `--int8-range reduced`
+exists), and ONNX Runtime has had wrong u8 x s8 results on some CPUs (docs/quantization.md). So the
+runtime checks, once per process and activation range: the weights-by-activations product of the
+prefill graph's layout (weights u8 with zero point 128 as `A`, activations s8 as `B`) at a few
+shapes, against numpy's int64 product. A CPU where it is not exact runs every append on the decode
+graph (block-wise MatMulNBits: slower prefill, the engine's decode accuracy) and says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+
+import numpy as np
+
+from vinci_edge.runtime import onnx_bytes as ob
+
+# (weight rows N, width K, positions M): rows below, at and past the 16 / 32 / 64-row tiles of the
+# kernels, widths that are multiples of the 32-channel block int8-compute requires, positions from a
+# short append to a clip's prompt.
+SHAPES = ((32, 64, 16), (48, 128, 33), (96, 256, 100), (130, 96, 257), (256, 512, 64))
+FULL_LEVELS = 127
+
+
+@dataclass(frozen=True)
+class GemmCheck:
+    levels: int  # activations in [-levels, levels], as the engine quantizes them
+    exact: bool
+    wrong: int  # int32 results that differ from numpy's
+    total: int
+    worst_shape: tuple[int, int, int] | None  # (N, K, M) with the most wrong results
+    cpu: str
+    onnxruntime: str
+
+    def note(self) -> str:
+        """One line for an answer's warnings."""
+        n, k, m = self.worst_shape or (0, 0, 0)
+        return (
+            f"ONNX Runtime {self.onnxruntime}'s integer GEMM is not exact on this CPU ({self.cpu}): "
+            f"{self.wrong} of {self.total} int32 results wrong (worst at {n}x{k} weights, {m} positions, "
+            f"activations in +-{self.levels}); the prefill runs on the decode graph instead (slower "
+            f"time to first token, same answers as decode). An engine quantized with "
+            f"--int8-range reduced, or another onnxruntime version, may pass `vinci-edge doctor`."
+        )
+
+
+@functools.cache
+def check_integer_gemm(levels: int = FULL_LEVELS, seed: int = 0) -> GemmCheck:
+    """Run the check (cached: once per process and range). Weights span uint8 [1, 255] (int8
+    [-127, 127] + 128, as int8_compute stores them), activations int8 [-levels, levels]."""
+    import onnxruntime as ort
+
+    if not 1 <= levels <= 127:
+        raise ValueError(f"activation levels {levels} outside [1, 127]")
+    rng = np.random.default_rng(seed)
+    wrong = total = worst = 0
+    worst_shape = None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    for n, k, m in SHAPES:
+        a = rng.integers(1, 256, (n, k), dtype=np.uint8)
+        b = rng.integers(-levels, levels + 1, (k, m), dtype=np.int8)
+        graph = _graph(a)
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {"B": b})[0]
+        want = (a.astype(np.int64) - 128) @ b.astype(np.int64)
+        bad = int(np.count_nonzero(got != want))
+        wrong, total = wrong + bad, total + want.size
+        if bad > worst:
+            worst, worst_shape = bad, (n, k, m)
+    return GemmCheck(levels, wrong == 0, wrong, total, worst_shape, cpu_name(), ort.__version__)
+
+
+def _graph(a: np.ndarray) -> bytes:
+    n, k = a.shape
+    return ob.model(
+        [ob.node("MatMulInteger", ["A", "B", "azp"], ["Y"])],
+        [ob.tensor("A", a), ob.tensor("azp", np.array(128, np.uint8))],
+        [ob.value_info("B", [k, "m"], ob.INT8)],
+        [ob.value_info("Y", [n, "m"], ob.INT32)],
+        "vinci_edge_integer_gemm_check",
+        17,
+    )
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
