@@ -163,8 +163,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--smoothquant",
         type=opt.unit_interval,
         metavar="ALPHA",
-        help="SmoothQuant the decoder before int8 / int8-dynamic (alpha in [0, 1]; "
-        "of 0.5, 0.8 and 0.9, 0.8 kept SmolLM2 closest to fp32 at int8; default: off)",
+        help="SmoothQuant the decoder before int8 / int8-dynamic / int8-compute (alpha in [0, 1]; "
+        "of 0.5, 0.8 and 0.9, 0.8 kept SmolLM2 closest to fp32 at int8; int8-compute smooths the "
+        "layers its prefill runs per position; needs calibration; default: off)",
     )
     p.add_argument(
         "--keep-fp32",
