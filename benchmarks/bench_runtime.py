@@ -11,7 +11,7 @@ speed drifts (turbo, another process) moves them alike; each figure is the media
 spread (min - max) beside it.
 
     .venv/bin/python benchmarks/bench_runtime.py [--runs 3] [--precision int8-compute]
-        [--int8-range full]
+        [--precision int8-compute-per-token] [--int8-range full]
 """
 
 from __future__ import annotations
@@ -52,18 +52,30 @@ def summary(runs: list[dict]) -> dict:
     return out
 
 
+PER_TOKEN = "int8-compute-per-token"  # int8-compute with every decoder kind per position in the prefill
+
+
 def quantized_engine(fp32, precision: str, int8_range: str | None):
     from vinci_edge.quantization.int8_compute import PREFILL_BLOCKWISE
     from vinci_edge.quantization.quantize import quantize_engine
 
-    name = f"nano-{precision}"
-    if precision == "int8-compute":  # the folder names what it was made with (a cache, not a guess)
-        name += f"-{int8_range}-" + ("+".join(PREFILL_BLOCKWISE) or "none") + "-blockwise"
+    compute = precision in ("int8-compute", PER_TOKEN)
+    blockwise = () if precision == PER_TOKEN else PREFILL_BLOCKWISE
+    name = "nano-" + ("int8-compute" if compute else precision)
+    if compute:  # the folder names what it was made with (a cache, not a guess)
+        name += f"-{int8_range}-" + ("+".join(blockwise) or "none") + "-blockwise"
     out = BENCH / name
     if not (out / "manifest.json").is_file():
         say(f"quantizing nano-fp32 -> {name}")
-        rng = int8_range if precision == "int8-compute" else None
-        quantize_engine(fp32, out, precision, int8_range=rng, force=True, progress=say)
+        quantize_engine(
+            fp32,
+            out,
+            "int8-compute" if compute else precision,
+            int8_range=int8_range if compute else None,
+            prefill_blockwise=list(blockwise) if compute else None,
+            force=True,
+            progress=say,
+        )
     return out
 
 
@@ -74,8 +86,10 @@ def main() -> None:
         "--precision",
         action="append",
         default=[],
-        choices=["int8-compute", "int8-dynamic", "int4"],
-        help="also time an engine of this precision (repeatable), beside fp32 and the reference",
+        choices=["int8-compute", PER_TOKEN, "int8-dynamic", "int4"],
+        help="also time an engine of this precision (repeatable), beside fp32 and the reference; "
+        f"{PER_TOKEN}: int8-compute with every decoder layer kind per position in the prefill "
+        "(--int8-prefill-blockwise none)",
     )
     ap.add_argument(
         "--int8-range",
@@ -123,7 +137,7 @@ def main() -> None:
         "clip": str(video),
         "runs": args.runs,
         "order": "round-robin: " + ", ".join(contenders),
-        "int8_range": int8_range if "int8-compute" in args.precision else None,
+        "int8_range": int8_range if {"int8-compute", PER_TOKEN} & set(args.precision) else None,
         "reference": r,
         **{name: res[name] for name in pipes},
         "runtime": res["fp32"],  # the key earlier results used
