@@ -56,6 +56,23 @@ def test_the_exported_engine_reaches_the_recorded_accuracy(subset, shipped_engin
     assert agreement(engine, reference)["same_answer"] >= len(engine) - 1
 
 
+@needs_espeak
+def test_the_report_says_which_cpu_answered(subset, shipped_engine, tmp_path):
+    """int8-compute's answers depend on the CPU's integer GEMM (runtime/integer_gemm.py): the
+    report records the CPU, ONNX Runtime and the check's verdicts beside the accuracies."""
+    from vinci_edge.cli import run
+    from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm, cpu_name
+
+    out = tmp_path / "report"
+    argv = ["task-eval", "--split", str(subset), "--clips", "1", "--engine", f"fp32={shipped_engine}"]
+    assert run([*argv, "--out", str(out)]) == 0
+    machine = json.loads((out / "task_accuracy.json").read_text())["machine"]
+    assert machine["cpu"] == cpu_name()
+    exact = {"reduced": check_integer_gemm(63).exact, "full": check_integer_gemm(FULL_LEVELS).exact}
+    assert machine["integer_gemm_exact"] == exact
+    assert f"Machine: {cpu_name()}, ONNX Runtime" in (out / "task_accuracy.md").read_text()
+
+
 def test_wilson_interval_matches_known_values():
     lo, hi = wilson(90, 100)
     assert lo == pytest.approx(0.8256, abs=1e-4) and hi == pytest.approx(0.9448, abs=1e-4)

@@ -141,6 +141,7 @@ def cmd_task_eval(args: argparse.Namespace) -> int:
         say(f"{name}: {100 * acc['overall']['accuracy']:.1f}% of {acc['overall']['n']} right")
     report = {
         "split": _split_info(args.split, args.clips, scored[names[0]]),
+        "machine": _machine(),
         "runs": runs,
         "baseline": baseline,
         "agreement": {n: agreement(scored[n], scored[baseline]) for n in names if baseline and n != baseline},
@@ -154,6 +155,19 @@ def cmd_task_eval(args: argparse.Namespace) -> int:
     for path in write_task_report(report, args.out):
         say(f"wrote {path}")
     return 0
+
+
+def _machine() -> dict:
+    """Where the engines answered: int8-compute's answers depend on whether this CPU's integer GEMM
+    is exact (runtime/integer_gemm.py: where it is not, its prefill runs on the decode graph)."""
+    from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm, cpu_name
+
+    reduced, full = check_integer_gemm(63), check_integer_gemm(FULL_LEVELS)
+    return {
+        "cpu": cpu_name(),
+        "onnxruntime": reduced.onnxruntime,
+        "integer_gemm_exact": {"reduced": reduced.exact, "full": full.exact},
+    }
 
 
 def _split_info(split: Path, clips: int | None, scored: list) -> dict:

@@ -1,6 +1,7 @@
 """The task-accuracy report: task_accuracy.json, task_accuracy.md and task_accuracy.svg.
 
-    {"split": {...split.json}, "runs": [{"name", "source", "accuracy": {overall, categories,
+    {"split": {...split.json}, "machine": {cpu, onnxruntime, integer_gemm_exact},
+     "runs": [{"name", "source", "accuracy": {overall, categories,
      templates}, "seconds"}], "baseline": NAME, "agreement": {NAME: agreement with the baseline},
      "goals": {...}}
 
@@ -78,6 +79,15 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if report.get("goals"):
         lines += ["", "Goals: " + "; ".join(f"{k}: {v}" for k, v in report["goals"].items())]
+    machine = report.get("machine")
+    if machine:
+        exact = machine["integer_gemm_exact"]
+        verdict = ", ".join(f"{k} {'exact' if v else 'NOT exact'}" for k, v in exact.items())
+        lines += [
+            "",
+            f"Machine: {machine['cpu']}, ONNX Runtime {machine['onnxruntime']}; its integer GEMM at "
+            f"int8-compute's ranges: {verdict} (where not exact, int8-compute prefills on its decode graph).",
+        ]
     return "\n".join(lines) + "\n"
 
 

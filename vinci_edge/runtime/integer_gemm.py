@@ -24,8 +24,21 @@ from vinci_edge.runtime import onnx_bytes as ob
 
 # (weight rows N, width K, positions M): rows below, at and past the 16 / 32 / 64-row tiles of the
 # kernels, widths that are multiples of the 32-channel block int8-compute requires, positions from a
-# short append to a clip's prompt.
-SHAPES = ((32, 64, 16), (48, 128, 33), (96, 256, 100), (130, 96, 257), (256, 512, 64))
+# short append to a clip's prompt; then the shipped task model's four layer shapes at its prompt's
+# length (q/k/v, o_proj, gate/up, down_proj: the model whose int8-compute answers differed between
+# two CPUs, docs/quantization.md) and a 0.5B-shaped q/k/v projection.
+SHAPES = (
+    (32, 64, 16),
+    (48, 128, 33),
+    (96, 256, 100),
+    (130, 96, 257),
+    (256, 512, 64),
+    (256, 128, 363),
+    (128, 128, 363),
+    (768, 128, 363),
+    (128, 384, 363),
+    (1152, 896, 48),
+)
 FULL_LEVELS = 127
 
 
