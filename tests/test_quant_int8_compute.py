@@ -60,16 +60,22 @@ def test_decoder_decode_graph_is_weight_only_and_prefill_graph_is_integer(quanti
     engine = quantized("int8-compute")
     linear = len(_weight_matmul_names(tiny_engine / "decoder.onnx"))  # layers + the head
     decode, prefill = _ops(engine / "decoder.onnx"), _ops(engine / PREFILL_FILE)
-    assert decode.get("MatMulNBits") == linear and "MatMul" not in decode and "MatMulInteger" not in decode
+    assert (
+        decode.get("MatMulNBits") == linear
+        and "MatMul" not in decode
+        and "MatMulIntegerToFloat" not in decode
+    )
     names = _weight_matmul_names(tiny_engine / "decoder.onnx")
     blockwise = sum(1 for n in names if layer_kind(n) in PREFILL_BLOCKWISE)
     # every layer but the head (one position) and the block-wise kinds (q/k/v, gate/up)
     assert PREFILL_BLOCKWISE == ("qkv", "gate_up") and blockwise > 0
-    assert prefill.get("MatMulInteger") == linear - 1 - blockwise
+    assert prefill.get("MatMulIntegerToFloat") == linear - 1 - blockwise
     assert prefill.get("MatMulNBits") == 1 + blockwise and "MatMul" not in prefill
     man = Manifest.read(engine)
     # the activation range the runtime checks the CPU's integer GEMM at (--int8-range reduced: 63)
-    assert man.stages["decoder"].prefill == PrefillGraph(PREFILL_FILE, PREFILL_MIN, activation_levels=63)
+    assert man.stages["decoder"].prefill == PrefillGraph(
+        PREFILL_FILE, PREFILL_MIN, activation_levels=63, integer_kernel="MatMulIntegerToFloat"
+    )
     layers = man.precision["decoder"]["details"]["layers"]
     assert set(layers) == {"qkv", "o_proj", "gate_up", "down_proj", "lm_head"}
     assert "per-token" in layers["down_proj"]["prefill"]["activations"]
@@ -158,7 +164,7 @@ def test_per_token_towers_are_a_switch(tiny_engine, tmp_path):
         tiny_engine, out, "vision=int8-compute", handlers={"int8-compute": Int8Compute("per-token")}
     )
     ops = _ops(out / "vision.onnx")
-    assert ops.get("MatMulInteger") == len(_weight_matmul_names(tiny_engine / "vision.onnx"))
+    assert ops.get("MatMulIntegerToFloat") == len(_weight_matmul_names(tiny_engine / "vision.onnx"))
     rec = _manifest(out)["precision"]["vision"]["details"]["layers"]["linear"]
     assert "per-token" in rec["activations"]
 
@@ -194,12 +200,20 @@ def test_manifest_prefill_entry_is_optional_and_checked(quantized, tmp_path):
         "min_positions": PREFILL_MIN,
         "ort_optimization": "all",
         "activation_levels": 63,
+        "integer_kernel": "MatMulIntegerToFloat",
     }
     old = json.loads(json.dumps(data))
     del old["stages"]["decoder"]["prefill"]  # an engine written before the prefill graph
     assert Manifest.from_dict(old).stages["decoder"].prefill is None
-    del data["stages"]["decoder"]["prefill"]["activation_levels"]  # ... before the range was recorded
-    assert Manifest.from_dict(data).stages["decoder"].prefill.activation_levels is None
+    # ... before the range and the operator were recorded (such prefill graphs run MatMulInteger)
+    del data["stages"]["decoder"]["prefill"]["activation_levels"]
+    del data["stages"]["decoder"]["prefill"]["integer_kernel"]
+    old_prefill = Manifest.from_dict(data).stages["decoder"].prefill
+    assert old_prefill.activation_levels is None and old_prefill.integer_kernel is None
+    data["stages"]["decoder"]["prefill"]["integer_kernel"] = "Gemm"
+    with pytest.raises(EngineError, match="integer_kernel 'Gemm' is not one of"):
+        Manifest.from_dict(data)
+    data["stages"]["decoder"]["prefill"]["integer_kernel"] = "MatMulIntegerToFloat"
     data["stages"]["decoder"]["prefill"]["activation_levels"] = 128
     with pytest.raises(EngineError, match="activation_levels 128 is outside"):
         Manifest.from_dict(data)
@@ -236,7 +250,7 @@ def test_a_layer_kind_can_keep_the_block_wise_kernel_in_the_prefill(
     assert down > 0
     prefill = _ops(out / PREFILL_FILE)
     assert prefill.get("MatMulNBits") == 1 + down  # the head and every down_proj
-    assert prefill.get("MatMulInteger") == len(names) - 1 - down
+    assert prefill.get("MatMulIntegerToFloat") == len(names) - 1 - down
     layers = _manifest(out)["precision"]["decoder"]["details"]["layers"]
     assert layers["down_proj"]["prefill"]["kernel"].startswith("MatMulNBits")
     assert "per-token" in layers["gate_up"]["prefill"]["activations"]

@@ -144,6 +144,9 @@ _DECODER_INTS = (
 )
 
 
+INTEGER_KERNELS = ("MatMulInteger", "MatMulIntegerToFloat")  # a prefill graph's integer GEMM operators
+
+
 @dataclass(frozen=True)
 class PrefillGraph:
     """A decoder graph for prefills beside the decoder stage's own (JSON key "prefill" of its entry):
@@ -159,6 +162,9 @@ class PrefillGraph:
     # checks that the CPU's integer GEMM is exact at this range (runtime/integer_gemm.py). None in
     # engines written before it was recorded: checked at the full range.
     activation_levels: int | None = None
+    # The integer GEMM operator its linear layers run ("MatMulIntegerToFloat"); None in engines
+    # written before it was recorded, whose prefill graphs run "MatMulInteger".
+    integer_kernel: str | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> PrefillGraph:
@@ -171,7 +177,15 @@ class PrefillGraph:
             raise EngineError(
                 f"the manifest's {where} activation_levels {levels} is outside [1, 127]", hint=REEXPORT
             )
-        return cls(_get(d, "file", str, where), n, _opt(d, "ort_optimization", str, where) or "all", levels)
+        kernel = _opt(d, "integer_kernel", str, where)
+        if kernel is not None and kernel not in INTEGER_KERNELS:
+            raise EngineError(
+                f"the manifest's {where} integer_kernel {kernel!r} is not one of "
+                f"{', '.join(INTEGER_KERNELS)}",
+                hint=REEXPORT,
+            )
+        optimization = _opt(d, "ort_optimization", str, where) or "all"
+        return cls(_get(d, "file", str, where), n, optimization, levels, kernel)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -181,6 +195,8 @@ class PrefillGraph:
         }
         if self.activation_levels is not None:
             out["activation_levels"] = self.activation_levels
+        if self.integer_kernel is not None:
+            out["integer_kernel"] = self.integer_kernel
         return out
 
 

@@ -86,10 +86,11 @@ def ort_cpu(p: Probe, atol: float) -> Check:
 
 
 def integer_gemm(p: Probe) -> Check:
-    """ONNX Runtime's u8 x s8 integer GEMM against numpy, at int8-compute's two activation ranges
-    (runtime/integer_gemm.py): where it is not exact, int8-compute engines prefill on their decode
-    graph. Inexact at the full range only is how CPUs without VNNI are built (their kernel
-    saturates): not a failure, but such a CPU wants engines quantized at --int8-range reduced."""
+    """ONNX Runtime's integer GEMM in int8-compute's prefill layout (MatMulIntegerToFloat) against
+    numpy, at its two activation ranges (runtime/integer_gemm.py): where it is not exact,
+    int8-compute engines prefill on their decode graph. Inexact at the full range only is what a
+    saturating kernel gives (CPUs without VNNI): not a failure, but such a CPU wants engines
+    quantized at --int8-range reduced."""
     name = "integer-gemm"
     fix = "int8-compute engines prefill on their decode graph here; another onnxruntime version may be exact"
     if p.onnxruntime is None:

@@ -26,16 +26,23 @@ overhead (docs/quantization.md), and an If per linear layer adds a subgraph call
 two graphs keep the decode graph exactly a weight-only graph and the prefill graph free of branches.
 Weights once: both kernels read the same tensor - the int8 weight per output channel, stored
 transposed (N, K) as uint8 + 128, which is MatMulNBits' 8-bit layout (blocks of 32 along K, every
-block of a row with the row's scale) AND a valid `A` operand of MatMulInteger, computing
-Y^T = W^T X^T. Both graphs name the same offsets of the one `.data` file (as the portable decoder
-does); ONNX Runtime maps external data, so the raw int8 bytes are in memory once (MatMulNBits
-still packs its own copy, as it does in every int4 / int8-dynamic engine: no fp32 copy anywhere).
+block of a row with the row's scale), which the prefill graph transposes once at load for its
+integer GEMM. Both graphs name the same offsets of the one `.data` file (as the portable decoder
+does); ONNX Runtime maps external data, so the raw int8 bytes are stored once; each kernel packs
+its own copy at load (MatMulNBits, as in every int4 / int8-dynamic engine, and the integer GEMM of
+the prefill graph: no fp32 copy anywhere).
 
-Per-token integer GEMM, in standard operators (for a MatMul X (.., K) @ W (K, N)):
+Per-token integer GEMM (for a MatMul X (.., K) @ W (K, N)):
   X2 = Reshape(X, (-1, K)); s = max(ReduceMax(|X2|, axis 1), tiny) / Q          (M, 1)
-  Xq = Cast(Round(X2 / s), int8); A = W^T as uint8 + 128 (zero point 128)
-  Y^T = MatMulInteger(A, Transpose(Xq)) (N, M) int32 -> float * w_scale (N, 1) * s^T (1, M)
-  Y = Reshape(Transpose(Y^T), (.., N))
+  Xq = Cast(Round(X2 / s) + 128, uint8)                     (M, K), zero point 128
+  B = Transpose(the stored (N, K) uint8 weight)              (K, N), zero point 128; folded at load
+  Y = MatMulIntegerToFloat(Xq, B, 1, w_scale (N,), 128, 128) * s, reshaped to (.., N)
+ONNX Runtime's `MatMulIntegerToFloat` (com.microsoft) sums the uint8 x uint8 products in int32 and
+scales each column by its weight scale in the kernel, and packs its constant `B` once at load; the
+per-position scale is one Mul after it. (The first version ran MatMulInteger with the stored
+weight as `A`, Y^T = W^T X^T, which needs no transposed copy but two Transposes, two Casts and two
+Muls per call and a weight the kernel cannot pre-pack: on nano's prefill the same results took
+~1.5x as long - docs/quantization.md.)
 
 The integer range (`int8_range`): the u8 x s8 kernels of x86 CPUs without VNNI (AVX2: vpmaddubsw)
 add pairs of products into int16 and saturate when both operands span their full range. "reduced"
@@ -64,6 +71,8 @@ ACTIVATION_SCALES = (PER_TENSOR, PER_TOKEN)
 REDUCED, FULL = "reduced", "full"
 INT8_RANGES = (REDUCED, FULL)
 LEVELS = {REDUCED: 63, FULL: 127}  # per-token activations: |q| <= Q
+ZERO_POINT = 128  # of the uint8 activations and weights of the per-token integer GEMM
+PREFILL_KERNEL = "MatMulIntegerToFloat"  # the integer GEMM of the prefill graph (runtime/integer_gemm.py)
 BLOCK = 32  # MatMulNBits' block along K (every block of a row carries the row's scale)
 PREFILL_MIN = 16  # appends of >= this many positions run the prefill graph (docs/quantization.md)
 PREFILL_FILE = "decoder_prefill.onnx"
@@ -165,7 +174,7 @@ class Int8Compute:
         model = g.load(job.src)
         g.name_nodes(model)
         layers = g.weight_matmuls(model)
-        job.say(f"{job.stage}: int8 compute (MatMulInteger, per-token activations)")
+        job.say(f"{job.stage}: int8 compute (MatMulIntegerToFloat, per-token activations)")
         weights = quantize_weights(model, layers)
         for node in layers:
             per_token_matmul(model, node, weights[node.name], LEVELS[self.int8_range])
@@ -177,7 +186,7 @@ class Int8Compute:
             "ops": g.op_counts(model),
         }
         return StageResult(
-            "int8 compute (MatMulInteger, per-token)", self.tool, _ort_version(), data, "all", details
+            "int8 compute (MatMulIntegerToFloat, per-token)", self.tool, _ort_version(), data, "all", details
         )
 
     # ---- decoder -------------------------------------------------------------------------------------
@@ -196,7 +205,7 @@ class Int8Compute:
         blockwise = f", except {', '.join(self.prefill_blockwise)}" if self.prefill_blockwise else ""
         job.say(
             f"{job.stage}: int8 compute (decode: MatMulNBits 8-bit; "
-            f"prefill: MatMulInteger, per-token{blockwise})"
+            f"prefill: MatMulIntegerToFloat, per-token{blockwise})"
         )
         weights = quantize_weights(model, layers)
         kinds = {n.name: layer_kind(n.name) for n in layers}
@@ -244,7 +253,7 @@ class Int8Compute:
             details["smoothquant"] = sq.to_dict()
         smoothed = f" + SmoothQuant alpha={job.smoothquant}" if sq is not None else ""
         result = StageResult(
-            f"int8 compute (prefill MatMulInteger per-token, decode MatMulNBits 8-bit){smoothed}",
+            f"int8 compute (prefill MatMulIntegerToFloat per-token, decode MatMulNBits 8-bit){smoothed}",
             self.tool,
             _ort_version(),
             data,
@@ -252,7 +261,10 @@ class Int8Compute:
             details,
         )
         result.prefill = PrefillGraph(
-            PREFILL_FILE, self.prefill_min, activation_levels=LEVELS[self.int8_range]
+            PREFILL_FILE,
+            self.prefill_min,
+            activation_levels=LEVELS[self.int8_range],
+            integer_kernel=PREFILL_KERNEL,
         )
         return result
 
@@ -266,7 +278,8 @@ _NBITS_RECORD = {
 
 def _per_token_record(int8_range: str) -> dict[str, str]:
     return {
-        "kernel": "MatMulInteger (u8 weights x s8 activations), standard operators around it",
+        "kernel": "MatMulIntegerToFloat (u8 activations x u8 weights, zero points 128), "
+        "standard operators around it",
         "activations": f"int8, one scale per position (per-token), |q| <= {LEVELS[int8_range]}",
         "weights": "int8 per output channel, stored (N, K) uint8 + 128",
     }
@@ -334,12 +347,13 @@ def per_token_matmul(
     p, x, y = w.name, node.input[0], node.output[0]
     inits = [
         numpy_helper.from_array(np.array([-1, w.k], np.int64), f"{p}.rows"),
-        numpy_helper.from_array(np.array([1, -1], np.int64), f"{p}.row"),
         numpy_helper.from_array(np.array([w.n], np.int64), f"{p}.n"),
         numpy_helper.from_array(np.array(1e-30 * levels, np.float32), f"{p}.tiny"),
         numpy_helper.from_array(np.array(levels, np.float32), f"{p}.levels"),
-        numpy_helper.from_array(np.array(128, np.uint8), f"{p}.azp"),
-        numpy_helper.from_array(w.scale[:, None].copy(), f"{p}.w_scale"),
+        numpy_helper.from_array(np.array(ZERO_POINT, np.float32), f"{p}.offset"),
+        numpy_helper.from_array(np.array(ZERO_POINT, np.uint8), f"{p}.zp"),
+        numpy_helper.from_array(np.array(1.0, np.float32), f"{p}.one"),
+        numpy_helper.from_array(w.scale.copy(), f"{p}.w_scale"),
     ]
     if not weight_stored:
         inits.append(numpy_helper.from_array(w.u8, w.tensor))
@@ -352,19 +366,24 @@ def per_token_matmul(
         helper.make_node("Div", [f"{p}.amax1", f"{p}.levels"], [f"{p}.xs"], name=f"{p}.xs"),
         helper.make_node("Div", [f"{p}.x2", f"{p}.xs"], [f"{p}.xd"], name=f"{p}.xd"),
         helper.make_node("Round", [f"{p}.xd"], [f"{p}.xr"], name=f"{p}.xr"),
-        helper.make_node("Cast", [f"{p}.xr"], [f"{p}.xq"], to=TensorProto.INT8, name=f"{p}.xq"),
-        helper.make_node("Transpose", [f"{p}.xq"], [f"{p}.xqt"], perm=[1, 0], name=f"{p}.xqt"),
-        helper.make_node("MatMulInteger", [w.tensor, f"{p}.xqt", f"{p}.azp"], [f"{p}.acc"], name=f"{p}.mmi"),
-        helper.make_node("Cast", [f"{p}.acc"], [f"{p}.accf"], to=TensorProto.FLOAT, name=f"{p}.accf"),
-        helper.make_node("Mul", [f"{p}.accf", f"{p}.w_scale"], [f"{p}.yw"], name=f"{p}.yw"),
-        helper.make_node("Reshape", [f"{p}.xs", f"{p}.row"], [f"{p}.xsr"], name=f"{p}.xsr"),
-        helper.make_node("Mul", [f"{p}.yw", f"{p}.xsr"], [f"{p}.yt"], name=f"{p}.yt"),
-        helper.make_node("Transpose", [f"{p}.yt"], [f"{p}.y2"], perm=[1, 0], name=f"{p}.y2"),
+        helper.make_node("Add", [f"{p}.xr", f"{p}.offset"], [f"{p}.xo"], name=f"{p}.xo"),
+        helper.make_node("Cast", [f"{p}.xo"], [f"{p}.xq"], to=TensorProto.UINT8, name=f"{p}.xq"),
+        # (N, K) -> (K, N): a Transpose of a constant, which ONNX Runtime folds when it loads the graph
+        helper.make_node("Transpose", [w.tensor], [f"{p}.wt"], perm=[1, 0], name=f"{p}.wt"),
+        helper.make_node(
+            "MatMulIntegerToFloat",
+            [f"{p}.xq", f"{p}.wt", f"{p}.one", f"{p}.w_scale", f"{p}.zp", f"{p}.zp"],
+            [f"{p}.yw"],
+            name=f"{p}.mmf",
+            domain="com.microsoft",
+        ),
+        helper.make_node("Mul", [f"{p}.yw", f"{p}.xs"], [f"{p}.y2"], name=f"{p}.y2"),
         helper.make_node("Shape", [x], [f"{p}.lead"], end=-1, name=f"{p}.lead"),
         helper.make_node("Concat", [f"{p}.lead", f"{p}.n"], [f"{p}.shape"], axis=0, name=f"{p}.shape"),
         helper.make_node("Reshape", [f"{p}.y2", f"{p}.shape"], [y], name=p),
     ]
     _splice(model, node, new)
+    _ensure_opset(model, "com.microsoft", 1)
 
 
 def _reduce_max(model: onnx.ModelProto, x: str, y: str, p: str) -> onnx.NodeProto:

@@ -34,13 +34,13 @@ from vinci_edge.runtime.backend import (
     import_onnxruntime,
     make_session,
 )
-from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm
+from vinci_edge.runtime.integer_gemm import FULL_LEVELS, INTEGER, check_integer_gemm
 
 
 def _integer_gemm_note(prefill: PrefillGraph) -> str | None:
     """None where the CPU's integer GEMM is exact at the prefill graph's activation range; else
     why the prefill graph is not used (runtime/integer_gemm.py)."""
-    check = check_integer_gemm(prefill.activation_levels or FULL_LEVELS)
+    check = check_integer_gemm(prefill.activation_levels or FULL_LEVELS, prefill.integer_kernel or INTEGER)
     return None if check.exact else check.note()
 
 

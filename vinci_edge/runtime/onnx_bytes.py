@@ -12,6 +12,7 @@ import numpy as np
 
 # TensorProto.DataType
 FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators
 _DTYPES = {np.dtype("<f4"): FLOAT, np.dtype("u1"): UINT8, np.dtype("i1"): INT8, np.dtype("<i4"): INT32}
 
 
@@ -22,18 +23,22 @@ def model(
     outputs: list[bytes],
     name: str,
     opset: int,
+    domains: dict[str, int] | None = None,
 ) -> bytes:
-    """A serialized ModelProto (ir_version 8) of one graph in the default domain."""
+    """A serialized ModelProto (ir_version 8) of one graph: the default domain at `opset`, and
+    `domains` (name -> version) for nodes of other domains (com.microsoft)."""
     graph = b"".join(_field(1, n) for n in nodes)
     graph += _field(2, name)
     graph += b"".join(_field(5, t) for t in initializers)
     graph += b"".join(_field(11, v) for v in inputs) + b"".join(_field(12, v) for v in outputs)
-    opset_id = _field(1, b"") + _varint_field(2, opset)
-    return _varint_field(1, 8) + _field(2, b"vinci-edge") + _field(7, graph) + _field(8, opset_id)
+    opsets = {"": opset, **(domains or {})}
+    imports = b"".join(_field(8, _field(1, d) + _varint_field(2, v)) for d, v in opsets.items())
+    return _varint_field(1, 8) + _field(2, b"vinci-edge") + _field(7, graph) + imports
 
 
-def node(op: str, inputs: list[str], outputs: list[str]) -> bytes:
-    return b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs) + _field(4, op)
+def node(op: str, inputs: list[str], outputs: list[str], domain: str = "") -> bytes:
+    out = b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs) + _field(4, op)
+    return out + (_field(7, domain) if domain else b"")
 
 
 def tensor(name: str, a: np.ndarray) -> bytes:
