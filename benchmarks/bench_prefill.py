@@ -5,7 +5,7 @@ SmolLM2-135M-Instruct) the decoder appends N positions to an empty cache, N over
 
     fp32            the fp32 engine's decoder
     int8-dynamic    MatMulNBits 8-bit (the weight-only decode kernel)
-    int8c-prefill   int8-compute's prefill graph (MatMulInteger, per-position scales; the q/k/v
+    int8c-prefill   int8-compute's prefill graph (MatMulIntegerToFloat, per-position scales; the q/k/v
                     and gate/up projections block-wise, MatMulNBits: the default `prefill_blockwise`)
     int8c-prefill-qkv         the same with only q/k/v block-wise
     int8c-prefill-per-token   the same with every layer kind per position: what keeping kinds

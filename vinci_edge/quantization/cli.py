@@ -23,9 +23,10 @@ precisions (one for every stage, or STAGE=PRECISION,... per stage):
                 time (MatMulNBits 8-bit). No calibration. The fast CPU choice.
   int8-compute  CPU (ONNX Runtime): int8 x int8 integer GEMMs for time to first token: towers with
                 one activation scale per call (DynamicQuantizeMatMul); the decoder's prefill with a
-                scale per position (MatMulInteger) but for the kinds in --int8-prefill-blockwise
-                (default qkv,gate_up: scales per block of 32, as decode), its decode steps on
-                MatMulNBits 8-bit, all on one int8 weights file. No calibration. --int8-range full:
+                scale per position (MatMulIntegerToFloat) but for the kinds in
+                --int8-prefill-blockwise (default qkv,gate_up: scales per block of 32, as decode),
+                its decode steps on MatMulNBits 8-bit, all on one int8 weights file. No
+                calibration (but with --smoothquant). --int8-range full:
                 8-bit activations, only for CPUs with VNNI / AMX or Arm dot products (default
                 reduced: exact everywhere).
   int4          CPU (ONNX Runtime): 4-bit weights in blocks of 32 with a scale and a float
