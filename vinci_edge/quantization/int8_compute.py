@@ -49,7 +49,10 @@ add pairs of products into int16 and saturate when both operands span their full
 keeps what may saturate in 7 bits (per-token activations Q = 63, towers' weights 7-bit, as ONNX
 Runtime's reduce_range) and is right on every CPU; "full" (Q = 127, 8-bit weights) is for CPUs with
 VNNI / AMX (Intel Cascade Lake+, AMD Zen 4+) or Arm's dot-product instructions, where no pair
-saturates. The engine records which (it runs on any CPU, but "full" is only exact on those).
+saturates. The engine records which (it runs on any CPU, but "full" is only exact on those). The
+decoder's per-token GEMM multiplies uint8 by uint8 (other kernels than the u8 x s8 ones above);
+whichever kernel ONNX Runtime picks, the runtime checks it is exact at the engine's range before
+it uses the prefill graph (runtime/integer_gemm.py, `prefill.activation_levels`).
 """
 
 from __future__ import annotations
