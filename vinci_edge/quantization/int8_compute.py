@@ -34,7 +34,7 @@ the prefill graph: no fp32 copy anywhere).
 
 Per-token integer GEMM (for a MatMul X (.., K) @ W (K, N)):
   X2 = Reshape(X, (-1, K)); s = max(ReduceMax(|X2|, axis 1), tiny) / Q          (M, 1)
-  Xq = Cast(Round(X2 / s) + 128, uint8)                     (M, K), zero point 128
+  Xq = QuantizeLinear(X2, s, 128, axis 0) = round(X2 / s) + 128 as uint8   (M, K), per row
   B = Transpose(the stored (N, K) uint8 weight)              (K, N), zero point 128; folded at load
   Y = MatMulIntegerToFloat(Xq, B, 1, w_scale (N,), 128, 128) * s, reshaped to (.., N)
 ONNX Runtime's `MatMulIntegerToFloat` (com.microsoft) sums the uint8 x uint8 products in int32 and
@@ -347,13 +347,15 @@ def per_token_matmul(
     """Replace `node` (a MatMul X @ W, or the MatMulNBits of `w`) by the per-token integer GEMM on
     `w.u8` (module docstring). `weight_stored`: the graph already holds `w.tensor` (the prefill graph
     shares the decode graph's); otherwise it is added."""
+    if _opset(model) < 13:
+        raise ValueError("the per-token integer GEMM needs opset 13 or later (per-axis QuantizeLinear)")
     p, x, y = w.name, node.input[0], node.output[0]
     inits = [
         numpy_helper.from_array(np.array([-1, w.k], np.int64), f"{p}.rows"),
         numpy_helper.from_array(np.array([w.n], np.int64), f"{p}.n"),
         numpy_helper.from_array(np.array(1e-30 * levels, np.float32), f"{p}.tiny"),
         numpy_helper.from_array(np.array(levels, np.float32), f"{p}.levels"),
-        numpy_helper.from_array(np.array(ZERO_POINT, np.float32), f"{p}.offset"),
+        numpy_helper.from_array(np.array([-1], np.int64), f"{p}.flat"),
         numpy_helper.from_array(np.array(ZERO_POINT, np.uint8), f"{p}.zp"),
         numpy_helper.from_array(np.array(1.0, np.float32), f"{p}.one"),
         numpy_helper.from_array(w.scale.copy(), f"{p}.w_scale"),
@@ -367,10 +369,19 @@ def per_token_matmul(
         _reduce_max(model, f"{p}.abs", f"{p}.amax", p),
         helper.make_node("Max", [f"{p}.amax", f"{p}.tiny"], [f"{p}.amax1"], name=f"{p}.amax1"),
         helper.make_node("Div", [f"{p}.amax1", f"{p}.levels"], [f"{p}.xs"], name=f"{p}.xs"),
-        helper.make_node("Div", [f"{p}.x2", f"{p}.xs"], [f"{p}.xd"], name=f"{p}.xd"),
-        helper.make_node("Round", [f"{p}.xd"], [f"{p}.xr"], name=f"{p}.xr"),
-        helper.make_node("Add", [f"{p}.xr", f"{p}.offset"], [f"{p}.xo"], name=f"{p}.xo"),
-        helper.make_node("Cast", [f"{p}.xo"], [f"{p}.xq"], to=TensorProto.UINT8, name=f"{p}.xq"),
+        # uint8 = round(x / s) + 128, one scale and zero point per row: QuantizeLinear along axis 0
+        helper.make_node("Reshape", [f"{p}.xs", f"{p}.flat"], [f"{p}.xsf"], name=f"{p}.xsf"),
+        helper.make_node("Shape", [f"{p}.xsf"], [f"{p}.m"], name=f"{p}.m"),
+        helper.make_node(
+            "ConstantOfShape",
+            [f"{p}.m"],
+            [f"{p}.xzp"],
+            value=helper.make_tensor(f"{p}.zp_value", TensorProto.UINT8, [1], [ZERO_POINT]),
+            name=f"{p}.xzp",
+        ),
+        helper.make_node(
+            "QuantizeLinear", [f"{p}.x2", f"{p}.xsf", f"{p}.xzp"], [f"{p}.xq"], axis=0, name=f"{p}.xq"
+        ),
         # (N, K) -> (K, N): a Transpose of a constant, which ONNX Runtime folds when it loads the graph
         helper.make_node("Transpose", [w.tensor], [f"{p}.wt"], perm=[1, 0], name=f"{p}.wt"),
         helper.make_node(
