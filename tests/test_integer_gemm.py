@@ -116,3 +116,18 @@ def test_an_inexact_kernel_keeps_every_append_on_the_decode_graph(quantized, sta
     assert calls["decode"] == 1 and np.isfinite(logits).all()
     answer = pipe.ask("Hello?", GenerationConfig(max_new_tokens=2))
     assert failed.note() in answer.warnings and answer.extra["prefill_graph"] is False
+
+
+def test_a_check_that_cannot_run_keeps_the_prefill_on_the_decode_graph(quantized, monkeypatch):
+    """An ONNX Runtime without the operator: the engine still answers, on its decode graph."""
+    from vinci_edge.runtime import decoder as decoder_module
+    from vinci_edge.runtime.pipeline import Pipeline
+
+    def missing(levels, kernel):
+        raise RuntimeError("NOT_IMPLEMENTED : Could not find an implementation\nmore")
+
+    monkeypatch.setattr(decoder_module, "check_integer_gemm", missing)
+    dec = Pipeline.from_engine(quantized("int8-compute")).decoder
+    assert dec.prefill_session is None
+    assert dec.prefill_note.startswith("the integer GEMM check (MatMulIntegerToFloat) could not run")
+    assert "RuntimeError: NOT_IMPLEMENTED" in dec.prefill_note and "more" not in dec.prefill_note

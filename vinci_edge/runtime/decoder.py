@@ -40,7 +40,15 @@ from vinci_edge.runtime.integer_gemm import FULL_LEVELS, INTEGER, check_integer_
 def _integer_gemm_note(prefill: PrefillGraph) -> str | None:
     """None where the CPU's integer GEMM is exact at the prefill graph's activation range; else
     why the prefill graph is not used (runtime/integer_gemm.py)."""
-    check = check_integer_gemm(prefill.activation_levels or FULL_LEVELS, prefill.integer_kernel or INTEGER)
+    kernel = prefill.integer_kernel or INTEGER
+    try:
+        check = check_integer_gemm(prefill.activation_levels or FULL_LEVELS, kernel)
+    except Exception as exc:  # an ONNX Runtime without the operator: no prefill graph, no traceback
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return (
+            f"the integer GEMM check ({kernel}) could not run ({type(exc).__name__}: {first}); "
+            "the prefill runs on the decode graph"
+        )
     return None if check.exact else check.note()
 
 
