@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ import numpy as np
 from common import BENCH, clip, engine_for, machine_info, print_machine, say
 
 from vinci_edge.generation import GenerationConfig
+from vinci_edge.host import cpu_name
 
 OUT = BENCH / "live"
 QUESTION = "What is happening right now?"
@@ -358,16 +358,6 @@ def bench_ingest(
 
 
 # ---- report ---------------------------------------------------------------------------------------
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def write_report(result: dict) -> None:
     """report.json / report.md / plots; parts run before (another invocation) are kept."""
     from vinci_edge.svg import line_chart

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import traceback
 from pathlib import Path
@@ -209,12 +208,10 @@ def speed(names: list[str], rounds: int, new_tokens: int, threads: int, model: s
 
 def _cpu() -> dict:
     """The CPU and the SIMD features the int8 / int4 kernels pick their code path by."""
-    info = Path("/proc/cpuinfo")
-    text = info.read_text() if info.is_file() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return {"cpu": name or platform.machine(), "simd": simd, "cores": os.cpu_count()}
+    from vinci_edge.host import cpu_name, isa_flags
+
+    simd = [f for f in isa_flags() if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")]
+    return {"cpu": cpu_name(), "simd": simd, "cores": os.cpu_count()}
 
 
 def speed_markdown(s: dict) -> str:

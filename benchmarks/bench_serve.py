@@ -319,17 +319,9 @@ def write_report(result: dict) -> None:
     say(f"wrote {OUT}/report.json, report.md")
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def main() -> None:
+    from vinci_edge.host import cpu_name
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="streams,batching")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of stream per stream count")

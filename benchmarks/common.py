@@ -70,44 +70,20 @@ def smol_checkpoint() -> Path:
     return ckpt
 
 
-# The instruction sets that decide which kernels ONNX Runtime and PyTorch pick (names as /proc/cpuinfo
-# spells them): x86 AVX2 / AVX-512 / VNNI / AMX, Arm dot products, int8 matrix multiply and SVE.
-ISA_FLAGS = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
-    "amx_int8", "amx_bf16", "asimddp", "i8mm", "sve", "sve2",
-)  # fmt: skip
-
-
-def _cpuinfo() -> tuple[str, set[str]]:
-    """(model name, flags) from /proc/cpuinfo; ('', set()) where there is none (macOS, Windows)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "", set()
-    model, flags = "", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and not model:
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
 def machine_info(torch_blas: bool = False) -> dict:
     """The CPU (model, ISA flags, cores and the threads this process may use), ONNX Runtime's version
     and providers, and - with `torch_blas`, for benchmarks that time the PyTorch reference - the
     BLAS / oneDNN PyTorch was built with and its thread count."""
-    model, flags = _cpuinfo()
+    from vinci_edge.host import cpu_name, isa_flags
+
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count() or 1
     info: dict = {
-        "cpu": model or platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "arch": platform.machine(),
-        "isa": [f for f in ISA_FLAGS if f in flags],
+        "isa": isa_flags(),
         "cpus": os.cpu_count(),
         "usable_cpus": usable,
         "python": sys.version.split()[0],
@@ -145,6 +121,8 @@ def _torch_info() -> dict | None:
 
 def print_machine(info: dict) -> None:
     """Two or three lines: what the figures below were measured on."""
+    from vinci_edge.host import ISA_FLAGS
+
     isa = ", ".join(info["isa"]) or "none of " + "/".join(ISA_FLAGS[:4])
     say(f"CPU: {info['cpu']} ({info['arch']}; {isa}); {info['usable_cpus']} of {info['cpus']} CPUs usable")
     say(f"ONNX Runtime {info.get('onnxruntime')} ({', '.join(info.get('ort_providers') or [])})")

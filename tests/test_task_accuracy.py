@@ -61,7 +61,8 @@ def test_the_report_says_which_cpu_answered(subset, shipped_engine, tmp_path):
     """int8-compute's answers depend on the CPU's integer GEMM (runtime/integer_gemm.py): the
     report records the CPU, ONNX Runtime and the check's verdicts beside the accuracies."""
     from vinci_edge.cli import run
-    from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm, cpu_name
+    from vinci_edge.host import cpu_name
+    from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm
 
     out = tmp_path / "report"
     argv = ["task-eval", "--split", str(subset), "--clips", "1", "--engine", f"fp32={shipped_engine}"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vinci_edge import cli_options as opt
 from vinci_edge.errors import ConfigError
+from vinci_edge.host import cpu_name
 from vinci_edge.output_folder import check_writable_dir, output_folder
 from vinci_edge.progress import to_stderr_as
 
@@ -160,7 +161,7 @@ def cmd_task_eval(args: argparse.Namespace) -> int:
 def _machine() -> dict:
     """Where the engines answered: int8-compute's answers depend on whether this CPU's integer GEMM
     is exact (runtime/integer_gemm.py: where it is not, its prefill runs on the decode graph)."""
-    from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm, cpu_name
+    from vinci_edge.runtime.integer_gemm import FULL_LEVELS, check_integer_gemm
 
     reduced, full = check_integer_gemm(63), check_integer_gemm(FULL_LEVELS)
     return {

@@ -21,6 +21,7 @@ from vinci_edge import __version__
 from vinci_edge import metrics as m
 from vinci_edge import stages as st
 from vinci_edge.generation import Answer, GenerationConfig
+from vinci_edge.host import cpu_name
 from vinci_edge.profiling import aggregate, bandwidth, disk, memory
 from vinci_edge.profiling.nvtx import metrics_factory, nvtx_ranges, uses_gpu
 from vinci_edge.progress import Progress, silent
@@ -206,15 +207,6 @@ def add_bound(engine: dict[str, Any], bandwidth_bytes_per_second: float) -> None
 
 
 def machine_info() -> dict[str, Any]:
-    def model_name() -> str:
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or platform.machine()
-
     try:
         import onnxruntime
 
@@ -223,7 +215,7 @@ def machine_info() -> dict[str, Any]:
         ort = None
     return {
         "platform": platform.platform(),
-        "cpu": model_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "onnxruntime": ort,

@@ -18,11 +18,11 @@ engine's decode accuracy) and says so.
 from __future__ import annotations
 
 import functools
-import platform
 from dataclasses import dataclass
 
 import numpy as np
 
+from vinci_edge.host import cpu_name
 from vinci_edge.runtime import onnx_bytes as ob
 
 # (weight rows N, width K, positions M): rows below, at and past the 16 / 32 / 64-row tiles of the
@@ -135,14 +135,3 @@ def _integer_graph(w: np.ndarray) -> bytes:
         "vinci_edge_integer_gemm_check",
         17,
     )
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from vinci_edge import crte
 from vinci_edge.avtask.dataset import TRAIN_SEEDS
 from vinci_edge.avtask.scene import COLOURS, SHAPES
+from vinci_edge.host import cpu_name
 from vinci_edge.kinds import Kind
 from vinci_edge.model.align import OmniAlignNet
 from vinci_edge.model.checkpoint import save_checkpoint
@@ -370,12 +370,4 @@ def write_result(trainer: Trainer, folder: Path, extra: dict[str, Any]) -> None:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "threads": torch.get_num_threads()}
+    return {"cpu": cpu_name(), "threads": torch.get_num_threads()}
