@@ -98,7 +98,7 @@ LAYERS = [
         "#eeeeee",
     ),
     (["config | tokens | stages | metrics | progress |", "sampling | assets"], "#f4f4f4"),
-    (["errors | kinds"], "#fafafa"),
+    (["errors | kinds | host"], "#fafafa"),
 ]
 
 SEAMS = [
