@@ -106,6 +106,22 @@ def test_the_two_decoder_graphs_share_one_weights_file(quantized, tiny_engine):
     assert g.stage_bytes(engine, "decoder.onnx") < 0.45 * g.stage_bytes(tiny_engine, "decoder.onnx")
 
 
+def test_matmulnbits_weights_have_the_shape_its_specification_gives(quantized):
+    """MatMulNBits' B is (N, K / block, block bytes): ONNX Runtime 1.24 took a 2-D (N, K) one, later
+    releases refuse the graph ("B initializer shape ... does not match attribute-derived shape")."""
+    engine = quantized("int8-compute")
+    for graph in ("decoder.onnx", PREFILL_FILE):
+        model = onnx.load(str(engine / graph), load_external_data=False)
+        shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+        nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+        assert nbits
+        for node in nbits:
+            attrs = {a.name: a.i for a in node.attribute}
+            block = attrs["block_size"]
+            blob = block * attrs["bits"] // 8
+            assert shapes[node.input[1]] == [attrs["N"], -(-attrs["K"] // block), blob], node.name
+
+
 def test_prompts_run_the_prefill_graph_and_steps_the_decode_graph(quantized, tiny_engine, stage_inputs):
     from vinci_edge.runtime.pipeline import Pipeline
 

@@ -25,17 +25,17 @@ Why two graphs and not one with an `If` on the sequence length: decode is bound 
 overhead (docs/quantization.md), and an If per linear layer adds a subgraph call per layer and token;
 two graphs keep the decode graph exactly a weight-only graph and the prefill graph free of branches.
 Weights once: both kernels read the same tensor - the int8 weight per output channel, stored
-transposed (N, K) as uint8 + 128, which is MatMulNBits' 8-bit layout (blocks of 32 along K, every
-block of a row with the row's scale), which the prefill graph transposes once at load for its
-integer GEMM. Both graphs name the same offsets of the one `.data` file (as the portable decoder
-does); ONNX Runtime maps external data, so the raw int8 bytes are stored once; each kernel packs
-its own copy at load (MatMulNBits, as in every int4 / int8-dynamic engine, and the integer GEMM of
-the prefill graph: no fp32 copy anywhere).
+transposed as uint8 + 128 in MatMulNBits' 8-bit layout (N, K / 32, 32): blocks of 32 along K,
+every block of a row with the row's scale - which the prefill graph reshapes to (N, K) and
+transposes once at load for its integer GEMM. Both graphs name the same offsets of the one `.data`
+file (as the portable decoder does); ONNX Runtime maps external data, so the raw int8 bytes are
+stored once; each kernel packs its own copy at load (MatMulNBits, as in every int4 / int8-dynamic
+engine, and the integer GEMM of the prefill graph: no fp32 copy anywhere).
 
 Per-token integer GEMM (for a MatMul X (.., K) @ W (K, N)):
   X2 = Reshape(X, (-1, K)); s = max(ReduceMax(|X2|, axis 1), tiny) / Q          (M, 1)
   Xq = QuantizeLinear(X2, s, 128, axis 0) = round(X2 / s) + 128 as uint8   (M, K), per row
-  B = Transpose(the stored (N, K) uint8 weight)              (K, N), zero point 128; folded at load
+  B = Transpose(Reshape(the stored uint8 weight, (N, K)))    (K, N), zero point 128; folded at load
   Y = MatMulIntegerToFloat(Xq, B, 1, w_scale (N,), 128, 128) * s, reshaped to (.., N)
 ONNX Runtime's `MatMulIntegerToFloat` (com.microsoft) sums the uint8 x uint8 products in int32 and
 scales each column by its weight scale in the kernel, and packs its constant `B` once at load; the
@@ -298,7 +298,9 @@ def _k(model: onnx.ModelProto, node: onnx.NodeProto) -> int:
 
 
 class Weight:
-    """One linear layer's int8 weight: `u8` (N, K) = round(W^T / scale) + 128, `scale` (N,)."""
+    """One linear layer's int8 weight: `u8` (N, K) = round(W^T / scale) + 128, `scale` (N,). The graphs
+    store it as `stored` (N, K / 32, 32), the shape MatMulNBits' specification gives its `B` (newer
+    ONNX Runtimes refuse a 2-D one); the same bytes."""
 
     def __init__(self, name: str, w: np.ndarray) -> None:
         scale = np.abs(w).max(axis=0) / 127.0
@@ -313,6 +315,10 @@ class Weight:
     def tensor(self) -> str:
         return f"{self.name}.w_u8"
 
+    @property
+    def stored(self) -> np.ndarray:
+        return self.u8.reshape(self.n, self.k // BLOCK, BLOCK)
+
 
 def quantize_weights(model: onnx.ModelProto, layers: list[onnx.NodeProto]) -> dict[str, Weight]:
     inits = g.initializer_map(model)
@@ -323,7 +329,7 @@ def nbits_matmul(model: onnx.ModelProto, node: onnx.NodeProto, w: Weight) -> Non
     """Replace `node` in place by MatMulNBits 8-bit on `w` (every block of a row with the row's scale)."""
     scales = np.repeat(w.scale[:, None], w.k // BLOCK, axis=1).reshape(-1)
     model.graph.initializer.extend(
-        [numpy_helper.from_array(w.u8, w.tensor), numpy_helper.from_array(scales, f"{w.name}.w_scales")]
+        [numpy_helper.from_array(w.stored, w.tensor), numpy_helper.from_array(scales, f"{w.name}.w_scales")]
     )
     new = helper.make_node(
         "MatMulNBits",
@@ -353,6 +359,7 @@ def per_token_matmul(
     inits = [
         numpy_helper.from_array(np.array([-1, w.k], np.int64), f"{p}.rows"),
         numpy_helper.from_array(np.array([w.n], np.int64), f"{p}.n"),
+        *([numpy_helper.from_array(np.array([w.n, w.k], np.int64), f"{p}.nk")] if weight_stored else []),
         numpy_helper.from_array(np.array(1e-30 * levels, np.float32), f"{p}.tiny"),
         numpy_helper.from_array(np.array(levels, np.float32), f"{p}.levels"),
         numpy_helper.from_array(np.array([-1], np.int64), f"{p}.flat"),
@@ -363,6 +370,14 @@ def per_token_matmul(
     if not weight_stored:
         inits.append(numpy_helper.from_array(w.u8, w.tensor))
     model.graph.initializer.extend(inits)
+    # (N, K) -> (K, N): a Transpose of a constant, which ONNX Runtime folds when it loads the graph;
+    # the decode graph's tensor (MatMulNBits' (N, K / 32, 32)) is first reshaped to (N, K), folded too
+    weight = [helper.make_node("Transpose", [w.tensor], [f"{p}.wt"], perm=[1, 0], name=f"{p}.wt")]
+    if weight_stored:
+        weight = [
+            helper.make_node("Reshape", [w.tensor, f"{p}.nk"], [f"{p}.w2"], name=f"{p}.w2"),
+            helper.make_node("Transpose", [f"{p}.w2"], [f"{p}.wt"], perm=[1, 0], name=f"{p}.wt"),
+        ]
     new = [
         helper.make_node("Reshape", [x, f"{p}.rows"], [f"{p}.x2"], name=f"{p}.x2"),
         helper.make_node("Abs", [f"{p}.x2"], [f"{p}.abs"], name=f"{p}.abs"),
@@ -382,8 +397,7 @@ def per_token_matmul(
         helper.make_node(
             "QuantizeLinear", [f"{p}.x2", f"{p}.xsf", f"{p}.xzp"], [f"{p}.xq"], axis=0, name=f"{p}.xq"
         ),
-        # (N, K) -> (K, N): a Transpose of a constant, which ONNX Runtime folds when it loads the graph
-        helper.make_node("Transpose", [w.tensor], [f"{p}.wt"], perm=[1, 0], name=f"{p}.wt"),
+        *weight,
         helper.make_node(
             "MatMulIntegerToFloat",
             [f"{p}.xq", f"{p}.wt", f"{p}.one", f"{p}.w_scale", f"{p}.zp", f"{p}.zp"],
