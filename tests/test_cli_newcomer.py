@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_helpers import ctrl_c_as_on_a_terminal
 
 import vinci_edge
 from vinci_edge.assets import smollm2_gguf
@@ -366,6 +367,7 @@ def test_ctrl_c_during_an_answer_is_a_line_of_its_own(smol_engine):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # one stream, as on a terminal
         env=env,
+        preexec_fn=ctrl_c_as_on_a_terminal,
     )
     deadline = time.monotonic() + 240
     seen = b""

@@ -24,6 +24,7 @@ server_module = pytest.importorskip(
     "vinci_edge.serve.server", reason="the server side (branch serve) is not merged into this branch"
 )
 
+from process_helpers import ctrl_c_as_on_a_terminal  # noqa: E402
 from triton_helpers import free_port  # noqa: E402
 
 from vinci_edge.generation import GenerationConfig  # noqa: E402
@@ -310,7 +311,7 @@ def test_serve_client_without_a_server_retries_quietly(clip):
         [sys.executable, "-c", VINCI_EDGE, "serve-client", "--server", f"127.0.0.1:{port}", "--camera", "x",
          "--source", str(clip)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=ctrl_c_as_on_a_terminal,
     )  # fmt: skip
     time.sleep(6.0)
     proc.send_signal(signal.SIGINT)
