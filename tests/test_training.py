@@ -122,6 +122,9 @@ def test_train_writes_a_checkpoint_that_loads_and_refuses_to_lose_a_run(tmp_path
     record = json.loads((out / "training_record.json").read_text())
     assert record["steps"] == 3 and record["recipe"]["tower_steps"] == 1
     assert [p["phase"] for p in record["history"]] == ["towers", "joint"]
+    # the joint points carry each template's running training error (questions by error)
+    assert set(record["history"][1]["template_errors"]) == set(record["template_errors"])
+    assert "template_errors" not in record["history"][0]
     assert load_model(out).cfg.hidden_size == 128
     # a state file beside --out means an interrupted run: refused without --resume
     (tmp_path / "other.train-state.pt").write_bytes(b"x")

@@ -326,6 +326,10 @@ class Trainer:
             self.seconds += time.perf_counter() - start
             ends = self.step + 1 in (recipe.tower_steps, total)  # a phase's last step
             point = self.history.add(self.step, result, self.seconds, ends)
+            if point and self.errors is not None and point["phase"] == "joint":
+                # when each template is learnt (or forgotten): which questions a run gets right
+                # differs from run to run (docs/avtask.md, "binding")
+                point["template_errors"] = {t: round(e, 3) for t, e in self.errors.errors.items()}
             self.step += 1
             if point:
                 progress(self._progress_line(point, since))
