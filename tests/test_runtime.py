@@ -232,6 +232,37 @@ def test_damaged_graph_file(tiny_engine, tmp_path):
         pipe.runner("vision")
 
 
+def test_an_engine_quantized_for_an_older_onnxruntime_says_to_quantize_again(tmp_path):
+    """int8-compute engines written before 2026-12-08 stored MatMulNBits' B as (N, K): ONNX Runtime
+    1.24 took it, later releases refuse the graph - the error says what to do."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vinci_edge.runtime.backend import SessionSettings, make_session
+
+    n, k = 32, 64
+    node = helper.make_node(
+        "MatMulNBits", ["x", "w", "s"], ["y"], domain="com.microsoft", K=k, N=n, bits=8, block_size=32
+    )
+    graph = helper.make_graph(
+        [node],
+        "old_int8_compute_layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(np.full((n, k), 128, np.uint8), "w"),  # 2-D, as written before
+         numpy_helper.from_array(np.ones(n * k // 32, np.float32), "s")],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=10), tmp_path / "decoder.onnx")
+    try:
+        make_session(tmp_path / "decoder.onnx", SessionSettings(threads=1))
+    except EngineError as exc:
+        assert "quantize it again" in (exc.hint or ""), exc.hint
+    else:
+        pytest.skip(f"ONNX Runtime {ort.__version__} still takes a 2-D MatMulNBits weight")
+
+
 def test_missing_stage_for_the_request(tiny_ckpt, tmp_path, clip):
     from vinci_edge.export.engine import export_engine
 

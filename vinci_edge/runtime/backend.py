@@ -90,10 +90,16 @@ def make_session(path: Path, settings: SessionSettings):
     try:
         return ort.InferenceSession(str(path), so, providers=providers)
     except Exception as exc:  # ORT raises its own exception types
-        raise EngineError(
-            f"ONNX Runtime cannot load {path.name}: {str(exc).splitlines()[0][:300]}",
-            hint="the file may be damaged, or exported by a newer vinci-edge; re-export the engine",
-        ) from exc
+        message = str(exc).splitlines()[0][:300]
+        hint = "the file may be damaged, or exported by a newer vinci-edge; re-export the engine"
+        if "MatMulNBits" in message and "initializer shape" in message:
+            # int8-compute engines written before 2026-12-08 stored B as (N, K); ONNX Runtime
+            # 1.24 took it, later releases check the (N, K / block, block bytes) of the specification
+            hint = (
+                f"this engine was quantized by an older vinci-edge for ONNX Runtime <= 1.24 (this is "
+                f"{ort.__version__}): quantize it again from its fp32 engine"
+            )
+        raise EngineError(f"ONNX Runtime cannot load {path.name}: {message}", hint=hint) from exc
 
 
 class OrtStage:
