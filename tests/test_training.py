@@ -125,6 +125,10 @@ def test_train_writes_a_checkpoint_that_loads_and_refuses_to_lose_a_run(tmp_path
     # the joint points carry each template's running training error (questions by error)
     assert set(record["history"][1]["template_errors"]) == set(record["template_errors"])
     assert "template_errors" not in record["history"][0]
+    # ... drawn beside it: one line per template outside the audio category
+    curves = (out / "training_curves.svg").read_text()
+    assert curves.startswith("<svg") and curves.count("<polyline") == 10
+    assert "shape of colour" in curves and "word second" in curves and "tone" not in curves
     assert load_model(out).cfg.hidden_size == 128
     # a state file beside --out means an interrupted run: refused without --resume
     (tmp_path / "other.train-state.pt").write_bytes(b"x")

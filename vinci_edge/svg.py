@@ -78,13 +78,17 @@ def stacked_bars(rows: Sequence[tuple[str, Sequence[tuple[str, float]]]], unit: 
 
 
 def line_chart(
-    series: Sequence[tuple[str, Sequence[float]]], x_label: str, y_label: str, title: str = ""
+    series: Sequence[tuple[str, Sequence[float]]],
+    x_label: str,
+    y_label: str,
+    title: str = "",
+    x_step: float = 1.0,
 ) -> str:
-    """One polyline per series over x = 1, 2, ...; a legend names them."""
+    """One polyline per series over x = x_step, 2 x_step, ...; a legend names them."""
     left, plot_w, plot_h, top_pad = 60, 600, 240, 30
     n = max((len(v) for _, v in series), default=0)
     y_ticks = nice_ticks(max((max(v) for _, v in series if v), default=0.0))
-    x_ticks = nice_ticks(max(n, 1), count=8)
+    x_ticks = nice_ticks(max(n * x_step, 1), count=8)
     height = top_pad + plot_h + 50 + 18 * len(series)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + plot_w + 30}" height="{height}">']
     if title:
@@ -102,7 +106,7 @@ def line_chart(
     for i, (name, values) in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         pts = " ".join(
-            f"{left + plot_w * (k + 1) / x_ticks[-1]:.1f},{base - plot_h * v / y_ticks[-1]:.1f}"
+            f"{left + plot_w * (k + 1) * x_step / x_ticks[-1]:.1f},{base - plot_h * v / y_ticks[-1]:.1f}"
             for k, v in enumerate(values)
         )
         out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>')

@@ -157,6 +157,7 @@ _TEMPLATES: list[tuple[str, str, Callable[[Scene], object]]] = [
     ("time", "word_second", _word_second),
 ]
 TEMPLATES = tuple(name for _, name, _ in _TEMPLATES)  # every template's name, in order
+TEMPLATE_CATEGORY = {name: category for category, name, _ in _TEMPLATES}
 
 
 def corpus(seeds: range = range(2000)) -> str:

@@ -35,9 +35,11 @@ from vinci_edge.model.omnivinci import OmniVinciModel
 from vinci_edge.progress import Progress, silent
 from vinci_edge.training.batch import SOUND_CLASSES, VIDEO_LABELS, Batch, BatchMaker, Prefix
 from vinci_edge.training.curriculum import TemplateErrors
+from vinci_edge.training.curves import curves_svg
 from vinci_edge.training.recipe import Recipe
 
 RECORD_FILE = "training_record.json"
+CURVES_FILE = "training_curves.svg"  # each template's training accuracy over the joint steps
 
 
 class PrefixStitch(nn.Module):
@@ -371,6 +373,9 @@ def write_result(trainer: Trainer, folder: Path, extra: dict[str, Any]) -> None:
         **extra,
     }
     (folder / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    chart = curves_svg(record)
+    if chart is not None:
+        (folder / CURVES_FILE).write_text(chart, encoding="utf-8")
 
 
 def machine() -> dict[str, Any]:
