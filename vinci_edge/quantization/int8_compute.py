@@ -372,12 +372,11 @@ def per_token_matmul(
     model.graph.initializer.extend(inits)
     # (N, K) -> (K, N): a Transpose of a constant, which ONNX Runtime folds when it loads the graph;
     # the decode graph's tensor (MatMulNBits' (N, K / 32, 32)) is first reshaped to (N, K), folded too
-    weight = [helper.make_node("Transpose", [w.tensor], [f"{p}.wt"], perm=[1, 0], name=f"{p}.wt")]
+    weight, source = [], w.tensor
     if weight_stored:
-        weight = [
-            helper.make_node("Reshape", [w.tensor, f"{p}.nk"], [f"{p}.w2"], name=f"{p}.w2"),
-            helper.make_node("Transpose", [f"{p}.w2"], [f"{p}.wt"], perm=[1, 0], name=f"{p}.wt"),
-        ]
+        weight.append(helper.make_node("Reshape", [w.tensor, f"{p}.nk"], [f"{p}.w2"], name=f"{p}.w2"))
+        source = f"{p}.w2"
+    weight.append(helper.make_node("Transpose", [source], [f"{p}.wt"], perm=[1, 0], name=f"{p}.wt"))
     new = [
         helper.make_node("Reshape", [x, f"{p}.rows"], [f"{p}.x2"], name=f"{p}.x2"),
         helper.make_node("Abs", [f"{p}.x2"], [f"{p}.abs"], name=f"{p}.abs"),

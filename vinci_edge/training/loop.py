@@ -331,7 +331,7 @@ class Trainer:
             if point and self.errors is not None and point["phase"] == "joint":
                 # when each template is learnt (or forgotten): which questions a run gets right
                 # differs from run to run (docs/avtask.md, "binding")
-                point["template_errors"] = {t: round(e, 3) for t, e in self.errors.errors.items()}
+                point["template_errors"] = {t: round(e, 3) for t, e in self.errors.to_dict().items()}
             self.step += 1
             if point:
                 progress(self._progress_line(point, since))
